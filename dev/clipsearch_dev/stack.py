@@ -1,0 +1,236 @@
+"""The local stack: real emulators, the real function server, the trigger bridge, the stand-in.
+
+Everything listens on free loopback ports and is stopped by `LocalStack.stop()` (also on
+Ctrl-C and on errors during start-up).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from google.cloud import pubsub_v1, storage
+
+from clipsearch_dev.bridge import TriggerBridge
+from clipsearch_dev.net import free_port
+from clipsearch_dev.processes import ManagedProcess, gcs_emulator, pubsub_emulator
+from clipsearch_dev.standin import StandinServer
+
+REPO = Path(__file__).resolve().parents[2]
+FUNCTION_SOURCE = REPO / "functions" / "clipsearch" / "main.py"
+FUNCTION_TARGET = "on_object_finalized"
+LOCAL_API_KEY = "sk-mavi-local-devstack-key"  # a test key: recognisable in leak checks
+
+
+@dataclass(frozen=True)
+class StackNames:
+    project: str = "clipsearch-local"
+    query_bucket: str = "clipsearch-queries"
+    results_bucket: str = "clipsearch-results"
+    source_bucket: str = "mavi-resource"
+    notifications_topic: str = "gcs-notifications"
+    results_topic: str = "clipsearch-results"
+    errors_topic: str = "clipsearch-errors"
+
+    def topic(self, name: str) -> str:
+        return f"projects/{self.project}/topics/{name}"
+
+    def subscription(self, name: str) -> str:
+        return f"projects/{self.project}/subscriptions/{name}"
+
+    @property
+    def bridge_subscription(self) -> str:
+        return self.subscription("eventarc-bridge")
+
+    @property
+    def results_subscription(self) -> str:
+        return self.subscription("results-reader")
+
+    @property
+    def errors_subscription(self) -> str:
+        return self.subscription("errors-reader")
+
+
+@dataclass
+class StackOptions:
+    search_rate_per_s: float = 1.0
+    function_env: Mapping[str, str] = field(default_factory=dict)
+    retry_min_backoff_s: int = 1
+    retry_max_backoff_s: int = 30
+    state_dir: Path = REPO / ".devstack"
+
+
+class LocalStack:
+    def __init__(self, options: StackOptions | None = None, names: StackNames | None = None):
+        self.options = options or StackOptions()
+        self.names = names or StackNames()
+        self.pubsub: ManagedProcess | None = None
+        self.gcs: ManagedProcess | None = None
+        self.function: ManagedProcess | None = None
+        self.standin: StandinServer | None = None
+        self.bridge: TriggerBridge | None = None
+        self.env: dict[str, str] = {}
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- life cycle ---------------------------------------------------------------------
+    def start(self) -> LocalStack:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        state = self.options.state_dir
+        state.mkdir(parents=True, exist_ok=True)
+        names = self.names
+        self.pubsub = pubsub_emulator(state / "pubsub-emulator.log").start()
+        pubsub_host = f"127.0.0.1:{self.pubsub.port}"
+        self._set_env("PUBSUB_EMULATOR_HOST", pubsub_host)
+        self._create_pubsub()
+        self.gcs = gcs_emulator(
+            pubsub_host=pubsub_host,
+            project=names.project,
+            notify_topic=names.notifications_topic,
+            notify_bucket=names.query_bucket,
+            log_path=state / "fake-gcs-server.log",
+        ).start()
+        storage_host = f"http://127.0.0.1:{self.gcs.port}"
+        self._set_env("STORAGE_EMULATOR_HOST", storage_host)
+        self._set_env("GOOGLE_CLOUD_PROJECT", names.project)
+        self.storage = storage.Client(project=names.project)
+        for bucket in (names.query_bucket, names.results_bucket, names.source_bucket):
+            self.storage.create_bucket(bucket)
+        self.standin = StandinServer(
+            self.storage, api_key=LOCAL_API_KEY, search_rate_per_s=self.options.search_rate_per_s
+        )
+        self.standin.start()
+        self.env = {
+            "PUBSUB_EMULATOR_HOST": pubsub_host,
+            "STORAGE_EMULATOR_HOST": storage_host,
+            "GOOGLE_CLOUD_PROJECT": names.project,
+            "CLIPSEARCH_API_KEY": LOCAL_API_KEY,
+            "CLIPSEARCH_API_BASE_URL": self.standin.base_url,
+            "CLIPSEARCH_QUERY_BUCKET": names.query_bucket,
+            "CLIPSEARCH_RESULTS_BUCKET": names.results_bucket,
+            "CLIPSEARCH_RESULTS_TOPIC": names.topic(names.results_topic),
+            "CLIPSEARCH_ERRORS_TOPIC": names.topic(names.errors_topic),
+            "CLIPSEARCH_SOURCE_BUCKETS": names.source_bucket,
+            **self.options.function_env,
+        }
+        port = free_port()
+        self.function = ManagedProcess(
+            "function",
+            [
+                str(Path(sys.executable).parent / "functions-framework"),
+                f"--target={FUNCTION_TARGET}",
+                f"--source={FUNCTION_SOURCE}",
+                "--signature-type=cloudevent",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            port,
+            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
+            log_path=state / "function.log",
+        ).start()
+        self.function_url = f"http://127.0.0.1:{port}/"
+        self.bridge = TriggerBridge(
+            pubsub_v1.SubscriberClient(), names.bridge_subscription, self.function_url
+        ).start()
+        self.env.update(
+            {
+                "CLIPSEARCH_FUNCTION_URL": self.function_url,
+                "CLIPSEARCH_RESULTS_SUBSCRIPTION": names.results_subscription,
+                "CLIPSEARCH_ERRORS_SUBSCRIPTION": names.errors_subscription,
+                "CLIPSEARCH_STANDIN_URL": self.standin.base_url,
+            }
+        )
+        self.write_env_file(state / "env")
+
+    def _create_pubsub(self) -> None:
+        names = self.names
+        publisher = pubsub_v1.PublisherClient()
+        subscriber = pubsub_v1.SubscriberClient()
+        for topic in (names.notifications_topic, names.results_topic, names.errors_topic):
+            publisher.create_topic(name=names.topic(topic))
+        retry = pubsub_v1.types.RetryPolicy(
+            minimum_backoff={"seconds": self.options.retry_min_backoff_s},
+            maximum_backoff={"seconds": self.options.retry_max_backoff_s},
+        )
+        subscriber.create_subscription(
+            request={
+                "name": names.bridge_subscription,
+                "topic": names.topic(names.notifications_topic),
+                "ack_deadline_seconds": 600,
+                "retry_policy": retry,
+            }
+        )
+        for sub, topic in (
+            (names.results_subscription, names.results_topic),
+            (names.errors_subscription, names.errors_topic),
+        ):
+            subscriber.create_subscription(
+                request={"name": sub, "topic": names.topic(topic), "ack_deadline_seconds": 60}
+            )
+
+    def write_env_file(self, path: Path) -> None:
+        lines = [f"export {key}={shlex.quote(value)}" for key, value in sorted(self.env.items())]
+        path.write_text("\n".join(lines) + "\n")
+
+    def _set_env(self, key: str, value: str) -> None:
+        """Point this process's Google clients at the emulators; undone by stop()."""
+        self._saved_env.setdefault(key, os.environ.get(key))
+        os.environ[key] = value
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+            self.bridge = None
+        for attr in ("function", "gcs", "pubsub"):
+            process = getattr(self, attr)
+            if process is not None:
+                process.stop()
+                setattr(self, attr, None)
+        if self.standin is not None:
+            self.standin.stop()
+            self.standin = None
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- conveniences for demo, dev and tests -------------------------------------------
+    def upload_video(self, path: Path, video_no: str, unique_id: str = "default") -> str:
+        blob_name = f"{video_no}.mp4"
+        blob = self.storage.bucket(self.names.source_bucket).blob(blob_name)
+        blob.upload_from_filename(str(path), content_type="video/mp4")
+        assert self.standin is not None
+        self.standin.register_video(video_no, self.names.source_bucket, blob_name, unique_id)
+        return blob_name
+
+    def drop_query(
+        self,
+        name: str,
+        data: bytes,
+        metadata: Mapping[str, str],
+        content_type: str = "image/jpeg",
+    ) -> int:
+        """Upload a query image as a user would; returns the object's generation."""
+        blob = self.storage.bucket(self.names.query_bucket).blob(name)
+        blob.metadata = dict(metadata)
+        blob.upload_from_string(data, content_type=content_type)
+        generation: int = blob.generation
+        return generation

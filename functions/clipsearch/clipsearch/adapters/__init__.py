@@ -1,0 +1,1 @@
+"""Thin adapters, one per external system, around injected clients."""

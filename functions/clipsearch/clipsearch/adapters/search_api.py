@@ -1,0 +1,140 @@
+"""The memories.ai search API over a pooled requests.Session."""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import IO, Any, cast
+from urllib.parse import quote
+
+import requests
+
+from clipsearch.core import api
+from clipsearch.errors import TransientError
+from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.retry import RetryPolicy, call_with_retries
+
+
+def new_session(pool_size: int = 16) -> requests.Session:
+    session = requests.Session()
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_size)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+    session.verify = True  # TLS verification stays on for the real API
+    return session
+
+
+class HttpSearchApi:
+    def __init__(
+        self,
+        session: requests.Session,
+        *,
+        api_key: str,
+        base_url: str,
+        download_base_url: str,
+        timeouts: tuple[float, float],
+        retry: RetryPolicy,
+        logger: logging.Logger,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session = session
+        self._key = api_key
+        self._base = base_url
+        self._download_base = download_base_url
+        self._timeouts = timeouts
+        self._retry = retry
+        self._log = logger
+        self._clock = clock
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+        def on_retry(attempt: int, error: Exception, delay: float) -> None:
+            self._log.warning(
+                "%s attempt %d failed (%s); retrying in %.2fs", what, attempt, error, delay
+            )
+
+        return call_with_retries(
+            call,
+            self._retry,
+            clock=self._clock,
+            sleep=self._sleep,
+            rng=self._rng,
+            on_retry=on_retry,
+        )
+
+    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+        try:
+            return self._session.request(
+                method, url, headers={"Authorization": self._key}, timeout=self._timeouts, **kwargs
+            )
+        except requests.RequestException as error:
+            # Say what failed without echoing the request (its headers hold the key).
+            raise TransientError(
+                f"{method} {url.split('?', maxsplit=1)[0]}: {type(error).__name__}"
+            ) from None
+
+    def search(self, query: Query, image: bytes) -> list[Hit]:
+        form = api.build_search_form(self._base, query)
+
+        def once() -> list[Hit]:
+            response = self._request(
+                "POST",
+                form.url,
+                data=list(form.fields),
+                files=[("file", (form.filename, image, form.content_type))],
+            )
+            return api.interpret_search_response(
+                response.status_code, dict(response.headers), response.content
+            )
+
+        hits: list[Hit] = self._retrying("search", once)
+        return hits
+
+    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata:
+        def once() -> VideoMetadata:
+            response = self._request(
+                "GET",
+                self._base + api.METADATA_PATH,
+                params={"video_no": video_no, "unique_id": unique_id},
+            )
+            return api.interpret_metadata_response(
+                response.status_code, dict(response.headers), response.content, video_no
+            )
+
+        metadata: VideoMetadata = self._retrying("get_metadata", once)
+        return metadata
+
+    @contextmanager
+    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+        # The endpoint wants the slashes in `blob` as they are.
+        url = (
+            f"{self._download_base}{api.DOWNLOAD_PATH}?bucket={quote(source.bucket, safe='')}"
+            f"&blob={quote(source.blob, safe='/')}"
+        )
+
+        def once() -> requests.Response:
+            response = self._request("GET", url, stream=True)
+            content_type = response.headers.get("Content-Type", "")
+            if response.status_code != 200 or content_type.startswith("application/json"):
+                body = response.content
+                response.close()
+                api.interpret_download_error(response.status_code, dict(response.headers), body)
+            return response
+
+        response: requests.Response = self._retrying("download", once)
+        try:
+            response.raw.decode_content = True
+            length = response.headers.get("Content-Length")
+            yield DownloadStream(
+                stream=cast(IO[bytes], response.raw),
+                size=int(length) if length and length.isdigit() else None,
+                content_type=response.headers.get("Content-Type", "video/mp4"),
+            )
+        finally:
+            response.close()

@@ -1,0 +1,97 @@
+"""The composition root: settings in, a wired service out. The only place clients are made."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Mapping
+
+from google.cloud import pubsub_v1, storage
+
+from clipsearch import logs
+from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
+from clipsearch.adapters.pubsub import PubSubPublisher
+from clipsearch.adapters.search_api import HttpSearchApi, new_session
+from clipsearch.fetch import CopyFetcher, ReferenceFetcher
+from clipsearch.ports import Fetcher, Publisher, SearchApi
+from clipsearch.retry import RetryPolicy
+from clipsearch.service import ClipSearchService
+from clipsearch.settings import FetchMode, Settings
+
+
+def project_of(topic: str) -> str:
+    return topic.split("/")[1]
+
+
+def build_service(
+    settings: Settings,
+    *,
+    storage_client: storage.Client | None = None,
+    publisher: Publisher | None = None,
+    api: SearchApi | None = None,
+    logger: logging.Logger | None = None,
+) -> ClipSearchService:
+    logger = logger or logging.getLogger("clipsearch")
+    project = project_of(settings.results_topic)
+    storage_client = storage_client or storage.Client(project=project)
+    if publisher is None:
+        publisher = PubSubPublisher(pubsub_v1.PublisherClient())
+    if api is None:
+        api = HttpSearchApi(
+            new_session(),
+            api_key=settings.api_key,
+            base_url=settings.api_base_url,
+            download_base_url=settings.download_base_url,
+            timeouts=(settings.connect_timeout_s, settings.read_timeout_s),
+            retry=RetryPolicy(settings.retry_attempts, settings.retry_budget_s),
+            logger=logger,
+        )
+    results = GcsResultStore(storage_client, settings.results_bucket)
+    fetcher: Fetcher
+    if settings.fetch_mode is FetchMode.NONE:
+        fetcher = ReferenceFetcher(api, settings.source_buckets)
+    else:
+        fetcher = CopyFetcher(
+            api,
+            results,
+            allowed_buckets=settings.source_buckets,
+            source_mode=settings.fetch_source,
+            prefix=settings.results_prefix,
+            logger=logger,
+        )
+    return ClipSearchService(
+        settings,
+        images=GcsImageReader(storage_client),
+        api=api,
+        fetcher=fetcher,
+        results=results,
+        publisher=publisher,
+        logger=logger,
+    )
+
+
+class ServiceHolder:
+    """Builds the service on first use and shares it across the instance's concurrent events."""
+
+    def __init__(self, env: Mapping[str, str] | None = None) -> None:
+        self._env = env
+        self._lock = threading.Lock()
+        self._service: ClipSearchService | None = None
+
+    def get(self) -> ClipSearchService:
+        with self._lock:
+            if self._service is None:
+                settings = Settings.from_env(os.environ if self._env is None else self._env)
+                logger = logs.configure(settings.log_level, secrets=[settings.api_key])
+                self._service = build_service(settings, logger=logger)
+            return self._service
+
+    def install(self, service: ClipSearchService) -> None:
+        """Use an already wired service (tests wire one around in-memory fakes)."""
+        with self._lock:
+            self._service = service
+
+    def reset(self) -> None:
+        with self._lock:
+            self._service = None

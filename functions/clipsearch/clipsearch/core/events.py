@@ -1,0 +1,43 @@
+"""Turn a storage `finalized` CloudEvent's data into a QueryObject."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from clipsearch.errors import PermanentError, Reason
+from clipsearch.model import QueryObject
+
+FINALIZED = "google.cloud.storage.object.v1.finalized"
+
+
+def parse_finalized_event(
+    event_id: str, event_type: str, data: Any, *, event_time: str = "", trace: str | None = None
+) -> QueryObject:
+    if event_type != FINALIZED:
+        raise PermanentError(Reason.BAD_EVENT, f"unexpected event type {event_type!r}")
+    if not isinstance(data, Mapping):
+        raise PermanentError(Reason.BAD_EVENT, "event data is not a JSON object")
+    bucket, name = data.get("bucket"), data.get("name")
+    if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
+        raise PermanentError(Reason.BAD_EVENT, "event data lacks bucket or name")
+    try:
+        generation = int(data.get("generation", ""))
+        size = int(data.get("size", 0))
+    except (TypeError, ValueError):
+        raise PermanentError(Reason.BAD_EVENT, "event generation or size is not a number") from None
+    raw_metadata = data.get("metadata") or {}
+    if not isinstance(raw_metadata, Mapping):
+        raise PermanentError(Reason.BAD_EVENT, "event metadata is not an object")
+    metadata = {str(k): str(v) for k, v in raw_metadata.items()}
+    return QueryObject(
+        bucket=bucket,
+        name=name,
+        generation=generation,
+        size=size,
+        content_type=str(data.get("contentType") or ""),
+        metadata=metadata,
+        event_id=event_id,
+        event_time=event_time,
+        trace=trace,
+    )

@@ -1,0 +1,67 @@
+"""One exception root, split by what the trigger should do next.
+
+A `PermanentError` ends the query with an error outcome and acknowledges the event; a
+`TransientError` propagates so the trigger redelivers. Every permanent failure carries a
+stable `Reason` that subscribers can branch on.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Reason(StrEnum):
+    """Stable reason codes of error outcomes (documented in docs/reasons.md)."""
+
+    MISSING_VIDEO_NO = "missing_video_no"
+    MISSING_PROMPT = "missing_prompt"
+    INVALID_METADATA = "invalid_metadata"
+    UNSUPPORTED_EXTENSION = "unsupported_extension"
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    EMPTY_IMAGE = "empty_image"
+    IMAGE_TOO_LARGE = "image_too_large"
+    NOT_AN_IMAGE = "not_an_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    IMAGE_TYPE_MISMATCH = "image_type_mismatch"
+    OBJECT_GONE = "object_gone"
+    API_INVALID_REQUEST = "api_invalid_request"
+    API_UNAUTHORIZED = "api_unauthorized"
+    API_INSUFFICIENT_CREDITS = "api_insufficient_credits"
+    API_ACCOUNT_DISABLED = "api_account_disabled"
+    API_PERMISSION_DENIED = "api_permission_denied"
+    API_REJECTED = "api_rejected"
+    BAD_EVENT = "bad_event"
+
+
+# Reasons an operator must act on (credentials, billing); logged at ALERT severity.
+OPERATOR_ALERT_REASONS = frozenset(
+    {Reason.API_UNAUTHORIZED, Reason.API_INSUFFICIENT_CREDITS, Reason.API_ACCOUNT_DISABLED}
+)
+
+
+class ClipSearchError(Exception):
+    """Root of every error this package raises on purpose."""
+
+
+class ConfigError(ClipSearchError):
+    """The deployment's settings are unusable; raised at start-up, never per event."""
+
+
+class PermanentError(ClipSearchError):
+    """The query cannot succeed however often it is retried."""
+
+    def __init__(self, reason: Reason, message: str, *, retry_once: bool = False) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        # The vendor's own client retries "0001" once as a glitch; so do we, once.
+        self.retry_once = retry_once
+
+
+class TransientError(ClipSearchError):
+    """Worth retrying later; raising it out of the function asks the trigger to redeliver."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.retry_after_s = retry_after_s

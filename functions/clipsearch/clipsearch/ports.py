@@ -1,0 +1,60 @@
+"""What the pipeline needs from the outside world; adapters implement these."""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from typing import IO, Protocol
+
+from clipsearch.model import (
+    Artifact,
+    ClipResult,
+    DownloadStream,
+    Hit,
+    Query,
+    SourceVideo,
+    VideoMetadata,
+)
+
+
+class ImageReader(Protocol):
+    def read_image(self, bucket: str, name: str, generation: int, limit: int) -> bytes:
+        """The object's bytes at exactly that generation; PermanentError(OBJECT_GONE) if gone."""
+        ...
+
+
+class SearchApi(Protocol):
+    def search(self, query: Query, image: bytes) -> list[Hit]: ...
+
+    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata: ...
+
+    def open_download(self, source: SourceVideo) -> AbstractContextManager[DownloadStream]: ...
+
+
+class ResultStore(Protocol):
+    bucket: str
+
+    def write_json(self, name: str, payload: bytes) -> str:
+        """Write (overwrite) a small JSON object; returns its gs:// URI."""
+        ...
+
+    def find_copy(self, name: str, source_id: str) -> Artifact | None:
+        """An earlier copy of that source under that name, if one is there."""
+        ...
+
+    def copy_from_gcs(self, source: SourceVideo, name: str) -> Artifact | None:
+        """Server-side copy; None when the source is not readable with our identity."""
+        ...
+
+    def upload_stream(
+        self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
+    ) -> Artifact: ...
+
+
+class Publisher(Protocol):
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        """Publish and wait for the server's message id."""
+        ...
+
+
+class Fetcher(Protocol):
+    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]: ...

@@ -1,0 +1,188 @@
+"""Settings, read once from the environment into a typed, frozen value."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields
+from enum import StrEnum
+
+from clipsearch.errors import ConfigError
+
+DEFAULT_API_BASE_URL = "https://api.memories.ai/serve/api/v1"
+API_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+
+
+class FetchMode(StrEnum):
+    NONE = "none"
+    COPY = "copy"
+
+
+class FetchSource(StrEnum):
+    AUTO = "auto"  # server-side copy when the source is readable in GCS, else the API download
+    GCS = "gcs"
+    API = "api"
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+
+
+# The single table of settings: the README's configuration section and the Terraform env vars
+# are checked against it.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("CLIPSEARCH_API_KEY", None, "Search API key (raw `sk-mavi-...`); a secret env var."),
+    Setting("CLIPSEARCH_API_BASE_URL", DEFAULT_API_BASE_URL, "Search API base URL."),
+    Setting(
+        "CLIPSEARCH_DOWNLOAD_BASE_URL", "", "Download endpoint base URL (empty: the API base)."
+    ),
+    Setting("CLIPSEARCH_RESULTS_BUCKET", None, "Bucket for fetched videos and result JSON."),
+    Setting("CLIPSEARCH_RESULTS_PREFIX", "clipsearch/", "Object-name prefix for our outputs."),
+    Setting("CLIPSEARCH_QUERY_BUCKET", None, "The trigger's bucket (checked against outputs)."),
+    Setting(
+        "CLIPSEARCH_INCLUDE_PREFIXES", "", "Comma list; only these query prefixes (empty: all)."
+    ),
+    Setting("CLIPSEARCH_EXCLUDE_PREFIXES", "", "Comma list of query prefixes to skip."),
+    Setting("CLIPSEARCH_RESULTS_TOPIC", None, "Topic for outcomes: projects/P/topics/T."),
+    Setting("CLIPSEARCH_ERRORS_TOPIC", "", "Topic for error outcomes (empty: results topic)."),
+    Setting("CLIPSEARCH_FETCH_MODE", "copy", "none (references only) or copy (whole video)."),
+    Setting("CLIPSEARCH_FETCH_SOURCE", "auto", "auto, gcs or api: where fetched bytes come from."),
+    Setting("CLIPSEARCH_SOURCE_BUCKETS", "mavi-resource", "Comma list of buckets we fetch from."),
+    Setting("CLIPSEARCH_CONNECT_TIMEOUT_S", "5", "API connect timeout, seconds."),
+    Setting("CLIPSEARCH_READ_TIMEOUT_S", "60", "API read timeout, seconds."),
+    Setting("CLIPSEARCH_RETRY_ATTEMPTS", "4", "In-process attempts per API call (>= 1)."),
+    Setting("CLIPSEARCH_RETRY_BUDGET_S", "60", "Total seconds one API call may spend retrying."),
+    Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
+    Setting("CLIPSEARCH_MAX_METADATA_CHARS", "2000", "Cap on each metadata value's length."),
+    Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "Python log level name."),
+)
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    api_key: str
+    api_base_url: str
+    download_base_url: str
+    results_bucket: str
+    results_prefix: str
+    query_bucket: str
+    include_prefixes: tuple[str, ...]
+    exclude_prefixes: tuple[str, ...]
+    results_topic: str
+    errors_topic: str
+    fetch_mode: FetchMode
+    fetch_source: FetchSource
+    source_buckets: frozenset[str]
+    connect_timeout_s: float
+    read_timeout_s: float
+    retry_attempts: int
+    retry_budget_s: float
+    max_image_bytes: int
+    max_metadata_chars: int
+    log_level: str
+
+    def __repr__(self) -> str:  # the key must never reach a log line through a repr
+        shown = ", ".join(
+            f"{f.name}={'***' if f.name == 'api_key' else getattr(self, f.name)!r}"
+            for f in fields(self)
+        )
+        return f"Settings({shown})"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        known = {s.env: s for s in SETTINGS}
+
+        def get(name: str) -> str:
+            value = env.get(name)
+            if value is None or value == "":
+                default = known[name].default
+                if default is None:
+                    raise ConfigError(f"{name} is required")
+                return default
+            return value
+
+        def number(name: str, kind: type[int] | type[float], low: float) -> float:
+            raw = get(name)
+            try:
+                value = kind(raw)
+            except ValueError:
+                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if value < low:
+                raise ConfigError(f"{name} must be >= {low}, got {raw!r}")
+            return value
+
+        def choice(name: str, kind: type[FetchMode] | type[FetchSource]) -> str:
+            raw = get(name).lower()
+            allowed = [m.value for m in kind]
+            if raw not in allowed:
+                raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}")
+            return raw
+
+        results_topic = get("CLIPSEARCH_RESULTS_TOPIC")
+        max_image = int(number("CLIPSEARCH_MAX_IMAGE_BYTES", int, 1))
+        if max_image > API_MAX_IMAGE_BYTES:
+            raise ConfigError("CLIPSEARCH_MAX_IMAGE_BYTES cannot exceed the API's 20 MB")
+        settings = cls(
+            api_key=get("CLIPSEARCH_API_KEY"),
+            api_base_url=get("CLIPSEARCH_API_BASE_URL").rstrip("/"),
+            download_base_url=(
+                get("CLIPSEARCH_DOWNLOAD_BASE_URL") or get("CLIPSEARCH_API_BASE_URL")
+            ).rstrip("/"),
+            results_bucket=get("CLIPSEARCH_RESULTS_BUCKET"),
+            results_prefix=get("CLIPSEARCH_RESULTS_PREFIX"),
+            query_bucket=get("CLIPSEARCH_QUERY_BUCKET"),
+            include_prefixes=_split(get("CLIPSEARCH_INCLUDE_PREFIXES")),
+            exclude_prefixes=_split(get("CLIPSEARCH_EXCLUDE_PREFIXES")),
+            results_topic=results_topic,
+            errors_topic=get("CLIPSEARCH_ERRORS_TOPIC") or results_topic,
+            fetch_mode=FetchMode(choice("CLIPSEARCH_FETCH_MODE", FetchMode)),
+            fetch_source=FetchSource(choice("CLIPSEARCH_FETCH_SOURCE", FetchSource)),
+            source_buckets=frozenset(_split(get("CLIPSEARCH_SOURCE_BUCKETS"))),
+            connect_timeout_s=number("CLIPSEARCH_CONNECT_TIMEOUT_S", float, 0.001),
+            read_timeout_s=number("CLIPSEARCH_READ_TIMEOUT_S", float, 0.001),
+            retry_attempts=int(number("CLIPSEARCH_RETRY_ATTEMPTS", int, 1)),
+            retry_budget_s=number("CLIPSEARCH_RETRY_BUDGET_S", float, 0),
+            max_image_bytes=max_image,
+            max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
+            log_level=get("CLIPSEARCH_LOG_LEVEL").upper(),
+        )
+        settings.check_no_feedback_loop()
+        for topic in (settings.results_topic, settings.errors_topic):
+            if not topic.startswith("projects/") or "/topics/" not in topic:
+                raise ConfigError(f"topics must be full paths projects/P/topics/T, got {topic!r}")
+        return settings
+
+    def in_scope(self, bucket: str, object_name: str) -> bool:
+        """Whether a query object is ours: inside the prefixes, and never one of our outputs."""
+        if bucket == self.results_bucket and object_name.startswith(self.results_prefix):
+            return False
+        if any(object_name.startswith(p) for p in self.exclude_prefixes):
+            return False
+        return not self.include_prefixes or any(
+            object_name.startswith(p) for p in self.include_prefixes
+        )
+
+    def check_no_feedback_loop(self) -> None:
+        """Refuse settings under which our own outputs could retrigger the function."""
+        if self.query_bucket != self.results_bucket:
+            return
+        if not self.include_prefixes:
+            raise ConfigError(
+                "the results bucket is the query bucket and every object triggers the function:"
+                " use a separate CLIPSEARCH_RESULTS_BUCKET or set CLIPSEARCH_INCLUDE_PREFIXES"
+            )
+        prefix = self.results_prefix
+        overlapping = [
+            p for p in self.include_prefixes if p.startswith(prefix) or prefix.startswith(p)
+        ]
+        if overlapping:
+            raise ConfigError(
+                f"CLIPSEARCH_INCLUDE_PREFIXES {overlapping} overlap the outputs prefix {prefix!r}:"
+                " results would retrigger the function"
+            )

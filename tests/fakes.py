@@ -1,0 +1,120 @@
+"""In-memory stand-ins for the ports, for the functional tier. They keep what they were given."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import IO
+
+from clipsearch.errors import PermanentError, Reason
+from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+
+
+@dataclass
+class StoredObject:
+    data: bytes
+    generation: int
+    metadata: dict[str, str] = field(default_factory=dict)
+    content_type: str = ""
+
+
+class FakeStorage:
+    """Both the image reader and the results store, over a dict of (bucket, name)."""
+
+    def __init__(self, bucket: str = "results", readable_sources: bool = True) -> None:
+        self.bucket = bucket
+        self.objects: dict[tuple[str, str], StoredObject] = {}
+        self.readable_sources = readable_sources
+        self.copies = 0
+        self.uploads = 0
+
+    def put(self, bucket: str, name: str, data: bytes, generation: int = 1, **meta: str) -> None:
+        self.objects[(bucket, name)] = StoredObject(data, generation, dict(meta))
+
+    def read_image(self, bucket: str, name: str, generation: int, limit: int) -> bytes:
+        obj = self.objects.get((bucket, name))
+        if obj is None or obj.generation != generation:
+            raise PermanentError(Reason.OBJECT_GONE, f"gs://{bucket}/{name} is gone")
+        return obj.data[: limit + 1]
+
+    def write_json(self, name: str, payload: bytes) -> str:
+        self.put(self.bucket, name, payload)
+        return f"gs://{self.bucket}/{name}"
+
+    def find_copy(self, name: str, source_id: str) -> Artifact | None:
+        obj = self.objects.get((self.bucket, name))
+        if obj is not None and obj.metadata.get("source") == source_id:
+            return Artifact(self.bucket, name, "copy", len(obj.data), reused=True)
+        return None
+
+    def copy_from_gcs(self, source: SourceVideo, name: str) -> Artifact | None:
+        src = self.objects.get((source.bucket, source.blob))
+        if src is None or not self.readable_sources:
+            return None
+        source_id = f"{source.uri}#{src.generation}"
+        existing = self.find_copy(name, source_id)
+        if existing:
+            return existing
+        self.copies += 1
+        self.put(self.bucket, name, src.data, source=source_id)
+        return Artifact(self.bucket, name, "copy", len(src.data), reused=False)
+
+    def upload_stream(
+        self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
+    ) -> Artifact:
+        self.uploads += 1
+        data = stream.read()
+        self.put(self.bucket, name, data, source=source_id)
+        return Artifact(self.bucket, name, "copy", len(data), reused=False)
+
+
+class FakeSearchApi:
+    """Answers searches from a script: each item is a list of hits or an exception to raise."""
+
+    def __init__(self, *script: list[Hit] | Exception) -> None:
+        self.script = list(script)
+        self.searches: list[tuple[Query, bytes]] = []
+        self.metadata: dict[str, VideoMetadata] = {}
+        self.downloads: dict[SourceVideo, bytes] = {}
+        self.metadata_calls = 0
+
+    def search(self, query: Query, image: bytes) -> list[Hit]:
+        self.searches.append((query, image))
+        item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata:
+        self.metadata_calls += 1
+        if video_no not in self.metadata:
+            raise PermanentError(Reason.API_INVALID_REQUEST, "API code 0001: no such video")
+        return self.metadata[video_no]
+
+    @contextmanager
+    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+        if source not in self.downloads:
+            raise PermanentError(Reason.API_REJECTED, "Resource does not exist")
+        data = self.downloads[source]
+        yield DownloadStream(io.BytesIO(data), len(data), "video/mp4")
+
+
+@dataclass
+class Published:
+    topic: str
+    data: bytes
+    attributes: dict[str, str]
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.messages: list[Published] = []
+        self.fail_with: Exception | None = None
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        if self.fail_with is not None:
+            raise self.fail_with
+        self.messages.append(Published(topic, data, attributes))
+        return str(len(self.messages))

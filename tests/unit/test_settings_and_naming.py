@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import pytest
+
+from clipsearch.core.naming import is_safe_blob_name, result_name, video_copy_name
+from clipsearch.errors import ConfigError
+from clipsearch.settings import SETTINGS, FetchMode, FetchSource, Settings
+
+BASE = {
+    "CLIPSEARCH_API_KEY": "sk-mavi-unit-secret",
+    "CLIPSEARCH_RESULTS_BUCKET": "results",
+    "CLIPSEARCH_QUERY_BUCKET": "queries",
+    "CLIPSEARCH_RESULTS_TOPIC": "projects/p/topics/results",
+}
+
+
+def test_defaults():
+    s = Settings.from_env(BASE)
+    assert s.api_base_url == "https://api.memories.ai/serve/api/v1"
+    assert s.download_base_url == s.api_base_url
+    assert s.errors_topic == s.results_topic
+    assert s.fetch_mode is FetchMode.COPY
+    assert s.fetch_source is FetchSource.AUTO
+    assert s.source_buckets == frozenset({"mavi-resource"})
+    assert s.max_image_bytes == 20 * 1024 * 1024
+    assert "sk-mavi-unit-secret" not in repr(s)
+
+
+def test_every_setting_is_read():
+    names = {s.env for s in SETTINGS}
+    assert all(n.startswith("CLIPSEARCH_") for n in names)
+    assert len(names) == len(SETTINGS)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"CLIPSEARCH_API_KEY": ""},
+        {"CLIPSEARCH_RESULTS_TOPIC": "results"},
+        {"CLIPSEARCH_FETCH_MODE": "teleport"},
+        {"CLIPSEARCH_RETRY_ATTEMPTS": "0"},
+        {"CLIPSEARCH_READ_TIMEOUT_S": "soon"},
+        {"CLIPSEARCH_MAX_IMAGE_BYTES": str(21 * 1024 * 1024)},
+        # outputs in the query bucket with every object triggering: a loop
+        {"CLIPSEARCH_RESULTS_BUCKET": "queries"},
+        {"CLIPSEARCH_RESULTS_BUCKET": "queries", "CLIPSEARCH_INCLUDE_PREFIXES": "a/,clipsearch/x"},
+        {
+            "CLIPSEARCH_RESULTS_BUCKET": "queries",
+            "CLIPSEARCH_INCLUDE_PREFIXES": "",
+            "CLIPSEARCH_RESULTS_PREFIX": "out/",
+        },
+        {
+            "CLIPSEARCH_RESULTS_BUCKET": "queries",
+            "CLIPSEARCH_INCLUDE_PREFIXES": "o",
+            "CLIPSEARCH_RESULTS_PREFIX": "out/",
+        },
+    ],
+)
+def test_refused_configurations(override):
+    with pytest.raises(ConfigError):
+        Settings.from_env({**BASE, **override})
+
+
+def test_shared_bucket_with_disjoint_prefixes_is_allowed_and_outputs_are_out_of_scope():
+    s = Settings.from_env(
+        {**BASE, "CLIPSEARCH_RESULTS_BUCKET": "queries", "CLIPSEARCH_INCLUDE_PREFIXES": "in/"}
+    )
+    assert s.in_scope("queries", "in/a.jpg")
+    assert not s.in_scope("queries", "clipsearch/results/x.json")
+    assert not s.in_scope("queries", "other/a.jpg")
+
+
+def test_scope_prefixes():
+    s = Settings.from_env(
+        {
+            **BASE,
+            "CLIPSEARCH_INCLUDE_PREFIXES": "a/, b/",
+            "CLIPSEARCH_EXCLUDE_PREFIXES": "a/private/",
+        }
+    )
+    assert s.in_scope("queries", "a/x.jpg")
+    assert s.in_scope("queries", "b/x.jpg")
+    assert not s.in_scope("queries", "a/private/x.jpg")
+    assert not s.in_scope("queries", "c/x.jpg")
+
+
+@pytest.mark.parametrize(
+    ("name", "safe"),
+    [
+        ("VI1.mp4", True),
+        ("dir/VI1.mp4", True),
+        ("../etc/passwd", False),
+        ("a/../../b", False),
+        ("/abs.mp4", False),
+        ("a//b", False),
+        ("a/./b", False),
+        ("", False),
+        ("x" * 1025, False),
+        ("bad\nname", False),
+    ],
+)
+def test_blob_names(name, safe):
+    assert is_safe_blob_name(name) is safe
+
+
+def test_output_names_are_deterministic():
+    assert video_copy_name("cs/", "mavi-resource", "V1.mp4") == "cs/videos/mavi-resource/V1.mp4"
+    assert result_name("cs/", "q", "a/b.jpg", 9) == "cs/results/q/a/b.jpg/9.json"
