@@ -6,6 +6,7 @@ Ctrl-C and on errors during start-up).
 
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -86,6 +87,7 @@ class LocalStack:
         return self
 
     def _start(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # the stand-in's request log
         state = self.options.state_dir
         state.mkdir(parents=True, exist_ok=True)
         names = self.names

@@ -1,0 +1,320 @@
+"""The Avro result contract: the schema, the validator, and the code's messages agree."""
+
+from __future__ import annotations
+
+import copy
+import io
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import pytest
+
+from clipsearch.core import messages
+from clipsearch.errors import Reason
+from clipsearch.model import (
+    Artifact,
+    ClipResult,
+    Hit,
+    Query,
+    QueryObject,
+    SourceVideo,
+    Timings,
+)
+from tests.infra.avro_contract import (
+    ContractError,
+    from_avro_json,
+    schema,
+    to_avro_json,
+    validate_message,
+    validate_plain_message,
+)
+
+# Messages as the publisher would send them, in Avro's JSON encoding, written out by hand.
+SUCCESS_ENCODED: dict[str, Any] = {
+    "schema_version": 1,
+    "status": "success",
+    "query": {
+        "bucket": "acme-clipsearch-queries",
+        "object": "in/cat.jpg",
+        "generation": "1712345678901234",
+        "video_no": {"string": "VI123"},
+        "prompt": {"string": "a cat on a sofa"},
+        "unique_id": {"string": "u-1"},
+        "event_id": "evt-1",
+    },
+    "clips": [
+        {
+            "rank": 1,
+            "start_time": 12.5,
+            "end_time": 18.0,
+            "score": 0.91,
+            "source": {
+                "Source": {
+                    "bucket": "mavi-resource",
+                    "blob": "videos/a.mp4",
+                    "uri": "gs://mavi-resource/videos/a.mp4",
+                }
+            },
+            "artifact": {
+                "Artifact": {
+                    "bucket": "acme-clipsearch-results",
+                    "object": "clipsearch/videos/mavi-resource/videos/a.mp4",
+                    "uri": "gs://acme-clipsearch-results/clipsearch/videos/mavi-resource/videos/a.mp4",
+                    "mode": "copy",
+                    "size": 123456789012,
+                    "reused": False,
+                }
+            },
+            "fetch_error": None,
+        },
+        {
+            "rank": 2,
+            "start_time": 3,
+            "end_time": 4,
+            "score": 0.5,
+            "source": None,
+            "artifact": None,
+            "fetch_error": {"string": "source not allowed"},
+        },
+    ],
+    "error": None,
+    "result_uri": "gs://acme-clipsearch-results/clipsearch/results/q/in/cat.jpg/1.json",
+    "timings_ms": {"read": 1.5, "search": 800.25, "fetch": 30.0, "total": 832.0},
+    "produced_at": "2026-01-02T03:04:05.678Z",
+}
+
+ERROR_ENCODED: dict[str, Any] = {
+    "schema_version": 1,
+    "status": "error",
+    "query": {
+        "bucket": "acme-clipsearch-queries",
+        "object": "in/no-metadata.jpg",
+        "generation": "7",
+        "video_no": None,
+        "prompt": None,
+        "unique_id": None,
+        "event_id": "evt-2",
+    },
+    "clips": [],
+    "error": {"Error": {"reason": "missing_video_no", "message": "no video_no metadata"}},
+    "result_uri": "gs://acme-clipsearch-results/clipsearch/results/q/in/no-metadata.jpg/7.json",
+    "timings_ms": {"read": 0.0, "search": 0.0, "fetch": 0.0, "total": 0.4},
+    "produced_at": "2026-01-02T03:04:06Z",
+}
+
+
+def _with(message: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    out = copy.deepcopy(message)
+    *parents, last = path.split(".")
+    node: Any = out
+    for key in parents:
+        node = node[int(key)] if key.isdigit() else node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return out
+
+
+_DELETE = object()
+
+INVALID = [
+    pytest.param(_with(SUCCESS_ENCODED, "query.video_no", "VI123"), id="bare-union-string"),
+    pytest.param(
+        _with(SUCCESS_ENCODED, "clips.0.source", {"bucket": "b", "blob": "o", "uri": "gs://b/o"}),
+        id="bare-union-record",
+    ),
+    pytest.param(_with(ERROR_ENCODED, "error", {"string": "x"}), id="wrong-union-branch"),
+    pytest.param(_with(SUCCESS_ENCODED, "status", "ok"), id="unknown-enum-symbol"),
+    pytest.param(_with(SUCCESS_ENCODED, "query.generation", 7), id="generation-not-string"),
+    pytest.param(_with(SUCCESS_ENCODED, "clips.0.rank", "1"), id="rank-not-int"),
+    pytest.param(_with(SUCCESS_ENCODED, "clips.0.score", True), id="score-bool"),
+    pytest.param(_with(SUCCESS_ENCODED, "clips.1.rank", 1.5), id="rank-fraction"),
+    pytest.param(_with(ERROR_ENCODED, "query.video_no", _DELETE), id="missing-defaulted-field"),
+    pytest.param(_with(ERROR_ENCODED, "timings_ms.total", _DELETE), id="missing-timing"),
+    pytest.param(_with(ERROR_ENCODED, "clips", None), id="clips-null"),
+]
+
+
+@pytest.mark.parametrize("message", [SUCCESS_ENCODED, ERROR_ENCODED], ids=["success", "error"])
+def test_hand_written_messages_validate(message: dict[str, Any]) -> None:
+    validate_message(message)
+
+
+@pytest.mark.parametrize("message", INVALID)
+def test_mismatches_are_rejected(message: dict[str, Any]) -> None:
+    with pytest.raises(ContractError):
+        validate_message(message)
+
+
+def test_unknown_keys_are_ignored_like_pubsub_does() -> None:
+    validate_message(_with(ERROR_ENCODED, "extra", {"anything": 1}))
+
+
+def test_schema_is_valid_avro_and_every_nullable_field_defaults_to_null() -> None:
+    fastavro.parse_schema(schema())
+
+    def walk(node: Any, path: str) -> None:
+        if isinstance(node, dict):
+            for field in node.get("fields", []):
+                kind = field["type"]
+                if isinstance(kind, list):
+                    assert kind[0] == "null", f"{path}.{field['name']}: put null first"
+                    assert "default" in field, f"{path}.{field['name']}: needs default null"
+                    assert field["default"] is None
+                walk(kind, f"{path}.{field['name']}")
+            walk(node.get("items"), path + "[]")
+            if isinstance(node.get("type"), (dict, list)):
+                walk(node["type"], path)
+        elif isinstance(node, list):
+            for branch in node:
+                walk(branch, path)
+
+    walk(schema(), "$")
+
+
+@pytest.mark.parametrize("encoded", [SUCCESS_ENCODED, ERROR_ENCODED], ids=["success", "error"])
+def test_conversion_round_trips_and_matches_fastavro(encoded: dict[str, Any]) -> None:
+    plain = from_avro_json(encoded)
+    assert plain["query"]["video_no"] in (None, "VI123")
+    assert to_avro_json(plain) == encoded
+    validate_plain_message(plain)
+    # An independent implementation of Avro's JSON encoding writes the same thing.
+    out = io.StringIO()
+    fastavro.json_writer(out, fastavro.parse_schema(schema()), [plain])
+    assert json.loads(out.getvalue()) == json.loads(json.dumps(encoded))
+
+
+def _query_object() -> QueryObject:
+    return QueryObject(
+        bucket="qb",
+        name="in/cat.jpg",
+        generation=42,
+        size=10,
+        content_type="image/jpeg",
+        metadata={"video_no": "VI1", "prompt": "cat", "unique_id": "u"},
+        event_id="evt",
+        event_time="2026-01-01T00:00:00Z",
+    )
+
+
+def _code_messages() -> list[dict[str, Any]]:
+    obj = _query_object()
+    query = Query(obj, video_no="VI1", prompt="cat", unique_id="u", image_kind="jpeg")
+    src = SourceVideo("mavi-resource", "v/a.mp4")
+    clips = [
+        ClipResult(1, Hit(1.0, 2.0, 0.9, src), src, Artifact("rb", "x/a.mp4", "copy", 5, True)),
+        ClipResult(2, Hit(3.0, 4.0, 0.1, None), None, None, fetch_error="no source"),
+    ]
+    timings = Timings(1.0, 2.0, 3.0, 6.0)
+    success = messages.success_message(query, clips, timings, "gs://rb/r.json", "2026-01-01Z")
+    error = messages.error_message(
+        obj, None, Reason.MISSING_PROMPT, "no prompt", timings, "gs://rb/r.json", "2026-01-01Z"
+    )
+    return [success, error]
+
+
+def _shape(value: Any) -> Any:
+    """Keys only, recursively (one representative element per array)."""
+    if isinstance(value, dict):
+        return {k: _shape(v) for k, v in value.items() if v is not None or k}
+    if isinstance(value, list):
+        return [_shape(value[0])] if value else []
+    return None
+
+
+def test_the_codes_messages_validate_once_encoded_as_avro_json() -> None:
+    for plain in _code_messages():
+        encoded = to_avro_json(json.loads(messages.encode(plain)))
+        validate_message(encoded)
+
+
+def test_the_codes_plain_json_is_not_what_pubsub_accepts() -> None:
+    """Documents the trap: the plain body with a non-null optional value is rejected."""
+    success, _ = _code_messages()
+    with pytest.raises(ContractError, match="wrapped"):
+        validate_message(json.loads(messages.encode(success)))
+
+
+def test_schema_fields_are_exactly_the_keys_the_code_produces() -> None:
+    def fields(node: Any) -> Any:
+        if isinstance(node, list):
+            records = [b for b in node if isinstance(b, dict)]
+            return fields(records[0]) if records else None
+        if isinstance(node, dict):
+            if node["type"] == "record":
+                return {f["name"]: fields(f["type"]) for f in node["fields"]}
+            if node["type"] == "array":
+                return [fields(node["items"])]
+            if isinstance(node["type"], (dict, list)):
+                return fields(node["type"])
+        return None
+
+    expected = fields(schema())
+    success, error = _code_messages()
+    assert _merge(_shape(success), _shape(error)) == expected
+
+
+def _merge(a: Any, b: Any) -> Any:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _merge(a.get(k), b.get(k)) for k in a.keys() | b.keys()}
+    if isinstance(a, list) and isinstance(b, list):
+        return [_merge(a[0] if a else None, b[0] if b else None)] if a or b else []
+    return a if a is not None else b
+
+
+# --- Agreement with the official emulator, which validates schemas like the service --------
+
+JAR_GLOB = "usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/*-all.jar"
+
+
+@pytest.mark.integration
+def test_validator_agrees_with_the_pubsub_emulator() -> None:
+    jars = sorted(Path("/").glob(JAR_GLOB))
+    if not jars or not shutil.which("java"):
+        pytest.skip("Pub/Sub emulator (java + google-cloud-cli-pubsub-emulator jar) not installed")
+    import grpc  # noqa: PLC0415
+    from google.api_core import exceptions as gexc  # noqa: PLC0415
+    from google.pubsub_v1 import Encoding, Schema, SchemaServiceClient  # noqa: PLC0415
+    from google.pubsub_v1.services.schema_service.transports import (  # noqa: PLC0415
+        SchemaServiceGrpcTransport,
+    )
+
+    from clipsearch_dev.processes import pubsub_emulator  # noqa: PLC0415
+
+    cases: list[Any] = [SUCCESS_ENCODED, ERROR_ENCODED, _with(ERROR_ENCODED, "extra", 1)]
+    cases += [p.values[0] for p in INVALID]
+    cases += [json.loads(messages.encode(m)) for m in _code_messages()]
+    cases += [to_avro_json(json.loads(messages.encode(m))) for m in _code_messages()]
+    with pubsub_emulator() as emulator:
+        channel = grpc.insecure_channel(f"127.0.0.1:{emulator.port}")
+        client = SchemaServiceClient(transport=SchemaServiceGrpcTransport(channel=channel))
+        parent = "projects/contract-test"
+        created = client.create_schema(
+            parent=parent,
+            schema=Schema(type_=Schema.Type.AVRO, definition=json.dumps(schema())),
+            schema_id="clip-result",
+        )
+        for message in cases:
+            try:
+                client.validate_message(
+                    request={
+                        "parent": parent,
+                        "name": created.name,
+                        "message": json.dumps(message).encode(),
+                        "encoding": Encoding.JSON,
+                    }
+                )
+                emulator_ok = True
+            except gexc.InvalidArgument:
+                emulator_ok = False
+            try:
+                validate_message(message)
+                ours_ok = True
+            except ContractError:
+                ours_ok = False
+            assert ours_ok == emulator_ok, json.dumps(message)[:300]
+        channel.close()

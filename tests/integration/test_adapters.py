@@ -1,0 +1,253 @@
+"""Each adapter against the real thing it adapts: fake-gcs-server, the Pub/Sub emulator, and
+the search API stand-in (the one stand-in, honouring the documented contract)."""
+
+from __future__ import annotations
+
+import io
+import logging
+import random
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from google.cloud import pubsub_v1, storage
+
+from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
+from clipsearch.adapters.pubsub import PubSubPublisher
+from clipsearch.adapters.search_api import HttpSearchApi, new_session
+from clipsearch.errors import PermanentError, Reason, TransientError
+from clipsearch.model import Query, QueryObject, SourceVideo
+from clipsearch.retry import RetryPolicy
+from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
+from clipsearch_dev.standin import StandinServer
+from tests.images import image_bytes
+from tests.integration.conftest import PROJECT
+
+pytestmark = pytest.mark.integration
+KEY = "sk-mavi-integration-SECRET"
+
+
+def fresh_bucket(client: storage.Client, stem: str) -> storage.Bucket:
+    return client.create_bucket(f"{stem}-{uuid.uuid4().hex[:10]}")
+
+
+# -- Cloud Storage -----------------------------------------------------------------------
+
+
+def test_image_read_is_pinned_to_the_event_generation(storage_client):
+    bucket = fresh_bucket(storage_client, "queries")
+    blob = bucket.blob("a.jpg")
+    blob.upload_from_string(b"first", content_type="image/jpeg")
+    first = blob.generation
+    blob.upload_from_string(b"second", content_type="image/jpeg")
+    reader = GcsImageReader(storage_client)
+    assert reader.read_image(bucket.name, "a.jpg", blob.generation, 100) == b"second"
+    with pytest.raises(PermanentError) as info:
+        reader.read_image(bucket.name, "a.jpg", first, 100)
+    assert info.value.reason is Reason.OBJECT_GONE
+    with pytest.raises(PermanentError):
+        reader.read_image(bucket.name, "never-was.jpg", 1, 100)
+
+
+def test_image_read_stops_one_byte_past_the_limit(storage_client):
+    bucket = fresh_bucket(storage_client, "queries")
+    blob = bucket.blob("big.jpg")
+    blob.upload_from_string(b"x" * 5000, content_type="image/jpeg")
+    data = GcsImageReader(storage_client).read_image(bucket.name, "big.jpg", blob.generation, 1000)
+    assert len(data) == 1001
+
+
+def test_result_store_copies_once_per_source_generation(storage_client):
+    source = fresh_bucket(storage_client, "mavi")
+    results = fresh_bucket(storage_client, "results")
+    src = source.blob("V1.mp4")
+    src.upload_from_string(b"v" * 3000, content_type="video/mp4")
+    store = GcsResultStore(storage_client, results.name)
+    video = SourceVideo(source.name, "V1.mp4")
+    first = store.copy_from_gcs(video, "videos/V1.mp4")
+    assert first is not None
+    assert (first.size, first.reused) == (3000, False)
+    assert results.blob("videos/V1.mp4").download_as_bytes() == b"v" * 3000
+    again = store.copy_from_gcs(video, "videos/V1.mp4")
+    assert again is not None
+    assert again.reused
+    src.upload_from_string(b"w" * 10, content_type="video/mp4")  # a new generation: copy anew
+    third = store.copy_from_gcs(video, "videos/V1.mp4")
+    assert third is not None
+    assert (third.size, third.reused) == (10, False)
+    assert store.copy_from_gcs(SourceVideo(source.name, "missing.mp4"), "videos/x") is None
+
+
+def test_result_store_streams_uploads_and_writes_json(storage_client):
+    results = fresh_bucket(storage_client, "results")
+    store = GcsResultStore(storage_client, results.name)
+    payload = bytes(range(256)) * 40_000  # ~10 MB: more than one upload chunk
+    artifact = store.upload_stream(
+        "videos/x.mp4", io.BytesIO(payload), len(payload), "video/mp4", "gs://m/x.mp4"
+    )
+    assert artifact.size == len(payload)
+    assert results.blob("videos/x.mp4").download_as_bytes() == payload
+    assert store.find_copy("videos/x.mp4", "gs://m/x.mp4") is not None
+    assert store.find_copy("videos/x.mp4", "gs://m/other.mp4") is None
+    uri = store.write_json("r/1.json", b'{"a":1}')
+    assert uri == f"gs://{results.name}/r/1.json"
+    assert results.blob("r/1.json").download_as_bytes() == b'{"a":1}'
+
+
+# -- Pub/Sub -------------------------------------------------------------------------------
+
+
+def test_publisher_publishes_body_and_attributes(publisher_client, subscriber_client):
+    topic = f"projects/{PROJECT}/topics/t-{uuid.uuid4().hex[:8]}"
+    sub = f"projects/{PROJECT}/subscriptions/s-{uuid.uuid4().hex[:8]}"
+    publisher_client.create_topic(name=topic)
+    subscriber_client.create_subscription(name=sub, topic=topic)
+    message_id = PubSubPublisher(publisher_client).publish(topic, b'{"x":1}', {"status": "ok"})
+    assert message_id
+    response = subscriber_client.pull(subscription=sub, max_messages=5, timeout=10)
+    [received] = response.received_messages
+    assert received.message.data == b'{"x":1}'
+    assert dict(received.message.attributes) == {"status": "ok"}
+    assert received.message.message_id == message_id
+
+
+def test_publishing_to_a_missing_topic_is_transient(pubsub_env):
+    publisher = PubSubPublisher(pubsub_v1.PublisherClient(), timeout_s=10)
+    with pytest.raises(TransientError):
+        publisher.publish(f"projects/{PROJECT}/topics/absent", b"{}", {})
+
+
+# -- The search API, against the stand-in ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_video(tmp_path_factory) -> VideoInfo:
+    return make_video(tmp_path_factory.mktemp("media") / "v.mp4", seconds=30, width=160, height=120)
+
+
+@pytest.fixture
+def standin(storage_client, sample_video) -> Iterator[StandinServer]:
+    bucket = fresh_bucket(storage_client, "mavi")
+    bucket.blob("V1.mp4").upload_from_filename(str(sample_video.path), content_type="video/mp4")
+    with StandinServer(storage_client, api_key=KEY, search_rate_per_s=None) as server:
+        server.register_video("V1", bucket.name, "V1.mp4")
+        yield server
+
+
+def client_for(
+    server: StandinServer,
+    *,
+    key: str = KEY,
+    attempts: int = 3,
+    read_timeout: float = 10,
+    budget: float = 30,
+) -> HttpSearchApi:
+    return HttpSearchApi(
+        new_session(),
+        api_key=key,
+        base_url=server.base_url,
+        download_base_url=server.base_url,
+        timeouts=(2, read_timeout),
+        retry=RetryPolicy(attempts, budget, base_delay_s=0.05, max_delay_s=0.2),
+        logger=logging.getLogger("test"),
+        rng=random.Random(0),
+    )
+
+
+def query(name: str = "q.jpg", video_no: str = "V1", prompt: str = "p") -> Query:
+    content_type = "image/png" if name.endswith(".png") else "image/jpeg"
+    obj = QueryObject("qb", name, 1, 10, content_type, {}, "e", "")
+    return Query(obj, video_no, prompt, "default", name.rsplit(".", 1)[-1])
+
+
+def test_search_finds_the_moment_of_a_frame(standin, sample_video):
+    api = client_for(standin)
+    hits = api.search(query(), query_image_bytes(sample_video.path, 17.0))
+    assert hits
+    assert hits[0].start_time <= 17.0 <= hits[0].end_time
+    assert hits[0].source is not None
+    assert hits[0].source.blob == "V1.mp4"
+    assert standin.stats.billed_searches == 1
+
+
+def test_wrong_key_is_unauthorized(standin):
+    with pytest.raises(PermanentError) as info:
+        client_for(standin, key="sk-mavi-wrong").search(query(), image_bytes())
+    assert info.value.reason is Reason.API_UNAUTHORIZED
+
+
+def test_unknown_video_is_an_invalid_request_after_one_quick_retry(standin):
+    with pytest.raises(PermanentError) as info:
+        client_for(standin).search(query(video_no="VI-nope"), image_bytes())
+    assert info.value.reason is Reason.API_INVALID_REQUEST
+    assert standin.stats.requests["search_clips_by_image"] == 2
+    assert standin.stats.billed_searches == 0
+
+
+@pytest.mark.parametrize(
+    "failure", [503, 500, "0429", "malformed_json", "drop_connection", "0409", "slow:3"]
+)
+def test_transient_failures_are_retried_then_succeed(standin, sample_video, failure):
+    standin.knobs.merge({"fail_next": [failure]})
+    api = client_for(standin, read_timeout=1.5)
+    hits = api.search(query(), query_image_bytes(sample_video.path, 5.0))
+    assert hits
+    assert standin.stats.billed_searches == 1
+
+
+def test_persistent_transient_failure_gives_up_within_attempts(standin):
+    standin.knobs.merge({"fail_next": [503, 503, 503, 503]})
+    with pytest.raises(TransientError):
+        client_for(standin, attempts=3).search(query(), image_bytes())
+    assert standin.stats.requests["search_clips_by_image"] == 3
+
+
+def test_rate_limit_is_honoured_by_backing_off(standin, sample_video):
+    standin.knobs.merge({"rate_per_s": 2.0})
+    api = client_for(standin, attempts=6)
+    image = query_image_bytes(sample_video.path, 3.0)
+    for _ in range(3):
+        assert api.search(query(), image)
+    assert standin.stats.billed_searches == 3
+    assert standin.stats.responses.get("0429", 0) >= 1
+
+
+def test_credits_and_disabled_account_are_permanent(standin):
+    standin.knobs.merge({"credits": 0})
+    with pytest.raises(PermanentError) as info:
+        client_for(standin).search(query(), image_bytes())
+    assert info.value.reason is Reason.API_INSUFFICIENT_CREDITS
+    standin.knobs.merge({"credits": None, "disabled": True})
+    with pytest.raises(PermanentError) as info:
+        client_for(standin).search(query(), image_bytes())
+    assert info.value.reason is Reason.API_ACCOUNT_DISABLED
+
+
+def test_video_metadata_and_download(standin, sample_video):
+    api = client_for(standin)
+    meta = api.video_metadata("V1", "default")
+    assert meta.status == "PARSE"
+    assert meta.source is not None
+    with api.open_download(meta.source) as download:
+        data = download.stream.read()
+    assert data == Path(sample_video.path).read_bytes()
+    assert download.size == len(data)
+    with pytest.raises(PermanentError), api.open_download(SourceVideo(meta.source.bucket, "nope")):
+        pass
+
+
+def test_key_never_logged_by_the_client(standin, caplog):
+    caplog.set_level(logging.DEBUG)
+    standin.knobs.merge({"fail_next": [503]})
+    client_for(standin).search(query(), image_bytes())
+    assert KEY not in caplog.text
+    assert "503" in caplog.text
+
+
+def test_requests_session_pools_connections(standin):
+    session = new_session()
+    adapter = session.get_adapter("http://127.0.0.1")
+    assert isinstance(adapter, requests.adapters.HTTPAdapter)
+    assert session.verify is True
