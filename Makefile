@@ -7,11 +7,14 @@ UV_VERSION := 0.13.9
 
 .PHONY: venv demo dev test lint typecheck unit functional integration e2e bench lock clean
 
-$(STAMP): pyproject.toml requirements/dev.lock
+$(STAMP): pyproject.toml requirements/dev.lock requirements/checkov.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
 	$(BIN)/uv pip sync -q --python $(BIN)/python requirements/dev.lock
 	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	# checkov pins packages older than ours: it gets a venv of its own.
+	test -x $(VENV)/checkov/bin/python || $(PY) -m venv $(VENV)/checkov
+	$(BIN)/uv pip sync -q --python $(VENV)/checkov/bin/python requirements/checkov.lock
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -42,6 +45,7 @@ bench: $(STAMP)
 lock: $(STAMP)
 	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements/dev.lock
 	$(BIN)/uv pip compile -q --python-version 3.11 -c requirements/dev.lock pyproject.toml -o functions/clipsearch/requirements.txt
+	$(BIN)/uv pip compile -q --python-version 3.11 requirements/checkov.in -o requirements/checkov.lock
 
 clean:
 	rm -rf $(VENV) .devstack .pytest_cache .mypy_cache .ruff_cache

@@ -54,10 +54,8 @@ def main() -> int:
             f"gs://{stack.names.source_bucket}/{VIDEO_NO}.mp4",
             flush=True,
         )
-        collector = OutcomeCollector(
-            pubsub_v1.SubscriberClient(),
-            [stack.names.results_subscription, stack.names.errors_subscription],
-        )
+        collector = OutcomeCollector([stack.names.results_subscription, stack.names.errors_subscription],
+        ).start()
         keys = []
         for t in QUERY_TIMES:
             name = f"demo/frame-at-{t:05.1f}s.jpg"
@@ -70,6 +68,7 @@ def main() -> int:
         keys.append((stack.names.query_bucket, bad, str(generation)))
         print(f"dropped {bad} (no prompt: expect an error outcome)\n", flush=True)
         outcomes = collector.wait_for(keys, timeout_s=120)
+        collector.stop()
         failures = 0
         times: list[float | None] = [*QUERY_TIMES, None]
         for key, at in zip(keys, times, strict=True):

@@ -33,12 +33,11 @@ def main(argv: list[str] | None = None) -> int:
     blob.metadata = {"video_no": args.video_no, "prompt": args.prompt}
     blob.upload_from_string(query_image_bytes(args.video, args.seconds), content_type="image/jpeg")
     print(f"dropped gs://{bucket}/{name} generation {blob.generation}", file=sys.stderr)
-    collector = OutcomeCollector(
-        pubsub_v1.SubscriberClient(),
-        [env["CLIPSEARCH_RESULTS_SUBSCRIPTION"], env["CLIPSEARCH_ERRORS_SUBSCRIPTION"]],
+    collector = OutcomeCollector([env["CLIPSEARCH_RESULTS_SUBSCRIPTION"], env["CLIPSEARCH_ERRORS_SUBSCRIPTION"]],
     )
     key = (bucket, name, str(blob.generation))
-    outcome = collector.wait_for([key], timeout_s=args.timeout)[key]
+    with collector:
+        outcome = collector.wait_for([key], timeout_s=args.timeout)[key]
     print(json.dumps(outcome.body, indent=2))
     return 0 if outcome.body["status"] == "success" else 1
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from google.cloud import pubsub_v1
 
+from clipsearch.contract import validate_message
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
 from clipsearch_dev.outcomes import OutcomeCollector
 from clipsearch_dev.stack import LOCAL_API_KEY, LocalStack, StackOptions
@@ -43,11 +44,10 @@ def video(stack, tmp_path_factory) -> VideoInfo:
 
 
 @pytest.fixture
-def collector(stack) -> OutcomeCollector:
-    return OutcomeCollector(
-        pubsub_v1.SubscriberClient(),
-        [stack.names.results_subscription, stack.names.errors_subscription],
-    )
+def collector(stack) -> Iterator[OutcomeCollector]:
+    with OutcomeCollector([stack.names.results_subscription, stack.names.errors_subscription],
+    ) as running:
+        yield running
 
 
 def drop(stack: LocalStack, name: str, data: bytes, **metadata: str) -> tuple[str, str, str]:
@@ -72,6 +72,7 @@ def test_top_clip_contains_the_query_frame(stack, video, collector):
     for key, t in zip(keys, times, strict=True):
         received = outcomes[key]
         body = received.body
+        validate_message(received.wire)
         assert received.subscription == stack.names.results_subscription
         assert body["status"] == "success"
         top = body["clips"][0]
@@ -96,10 +97,10 @@ def test_bad_input_ends_in_one_error_outcome(stack, video, collector):
     key = drop(stack, "e2e/no-video.jpg", query_image_bytes(video.path, 1.0), prompt="p")
     received = collector.wait_for([key], timeout_s=60)[key]
     assert received.subscription == stack.names.errors_subscription
+    validate_message(received.wire)
     assert received.body["error"]["reason"] == "missing_video_no"
     assert received.attributes["reason"] == "missing_video_no"
-    time.sleep(2)
-    collector.poll()
+    collector.settle(2)
     assert len(collector.for_key(key)) == 1
 
 
@@ -119,8 +120,7 @@ def test_transient_failures_are_redelivered_until_they_succeed(stack, video, col
     assert received.body["status"] == "success"
     assert stack.bridge is not None
     assert stack.bridge.deliveries["500"] > before
-    time.sleep(2)
-    collector.poll()
+    collector.settle(2)
     assert len(collector.for_key(key)) == 1
 
 
@@ -128,8 +128,7 @@ def test_outputs_never_trigger_the_function(stack, video, collector):
     stack.storage.bucket(stack.names.results_bucket).blob("clipsearch/x.jpg").upload_from_string(
         query_image_bytes(video.path, 1.0), content_type="image/jpeg"
     )
-    time.sleep(2)
-    collector.poll()
+    collector.settle(2)
     assert not [r for r in collector.received if r.body["query"]["object"] == "clipsearch/x.jpg"]
 
 

@@ -16,6 +16,7 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from clipsearch import entrypoint, logs
+from clipsearch.contract import from_avro_json, validate_message
 from clipsearch.fetch import CopyFetcher, ReferenceFetcher
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
@@ -80,11 +81,14 @@ class Harness:
         return self.client.post("/", headers=headers, data=body)
 
     def messages(self, topic: str = "results") -> list[dict[str, Any]]:
-        return [
-            json.loads(m.data)
-            for m in self.publisher.messages
-            if m.topic == f"projects/p/topics/{topic}"
-        ]
+        """Published bodies, checked against the topic's schema, then decoded to plain JSON."""
+        decoded = []
+        for m in self.publisher.messages:
+            if m.topic == f"projects/p/topics/{topic}":
+                wire = json.loads(m.data)
+                validate_message(wire)
+                decoded.append(from_avro_json(wire))
+        return decoded
 
     def log_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log.getvalue().splitlines() if line]

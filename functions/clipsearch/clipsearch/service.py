@@ -12,6 +12,7 @@ from typing import Any
 from clipsearch.core import messages
 from clipsearch.core.events import parse_finalized_event
 from clipsearch.core.naming import result_name
+from clipsearch.contract import to_avro_json
 from clipsearch.core.validation import check_image_bytes, validate_query
 from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError
 from clipsearch.logs import ALERT, ContextLogger
@@ -174,10 +175,17 @@ class ClipSearchService:
     def _emit(self, name: str, message: dict[str, Any], topic: str) -> str:
         """Result JSON first, so the URI in the message exists when a subscriber reads it.
 
+        The stored JSON is plain; the published body is the same message in Avro's JSON
+        encoding, which the results topic's schema requires (nullable values wrapped).
+
         The API's own words end up in messages; should they ever echo the key, it is masked.
         """
-        secret = self._settings.api_key
-        body = messages.encode(message).replace(secret.encode(), b"***")
-        attributes = {k: v.replace(secret, "***") for k, v in messages.attributes(message).items()}
-        self._results.write_json(name, body)
-        return self._publisher.publish(topic, body, attributes)
+        secret = self._settings.api_key.encode()
+        stored = messages.encode(message).replace(secret, b"***")
+        wire = messages.encode(to_avro_json(message)).replace(secret, b"***")
+        attributes = {
+            k: v.replace(self._settings.api_key, "***")
+            for k, v in messages.attributes(message).items()
+        }
+        self._results.write_json(name, stored)
+        return self._publisher.publish(topic, wire, attributes)

@@ -1,9 +1,9 @@
 """The result contract: validate outcome messages the way Pub/Sub validates them.
 
-`infra/schemas/clip_result.avsc` is attached to the results and errors topics with JSON
-encoding. Pub/Sub then parses each message body as Avro's JSON encoding, which differs from
+`schemas/clip_result.avsc` (beside this module; Terraform attaches it to the results and
+errors topics with JSON encoding) is the single source of truth for the outcome message. Pub/Sub then parses each message body as Avro's JSON encoding, which differs from
 plain JSON in one way that matters to us (observed against the official Pub/Sub emulator;
-`test_avro_contract.py` re-checks it there whenever the emulator is installed):
+`tests/infra/test_avro_contract.py` re-checks it there):
 
 * a union value that is not null is wrapped in an object keyed by its branch:
   `{"video_no": {"string": "v1"}}`, `{"error": {"Error": {...}}}`; a bare `null` is accepted
@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SCHEMA_PATH = Path(__file__).resolve().parents[2] / "infra" / "schemas" / "clip_result.avsc"
+SCHEMA_PATH = Path(__file__).resolve().parent / "schemas" / "clip_result.avsc"
 
 _INT_RANGE = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
 _PRIMITIVES = {"null", "boolean", "int", "long", "float", "double", "bytes", "string"}
@@ -89,7 +89,7 @@ def validate_plain_message(message: Any) -> None:
     validate_message(to_avro_json(message))
 
 
-def _check(value: Any, node: Schema, path: str) -> None:  # noqa: PLR0912
+def _check(value: Any, node: Schema, path: str) -> None:
     node = _resolve(node)
     if isinstance(node, list):
         _check_union(value, node, path)

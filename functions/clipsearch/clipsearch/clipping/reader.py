@@ -1,0 +1,188 @@
+"""A seekable, read-only file object over a RangeSource that only holds the spans it fetched.
+
+PyAV reads through it. Bytes come from spans fetched ahead of time (the index and the clip's
+planned span); a read outside them fetches on demand, with read-ahead, so correctness never
+depends on the plan: a wrong plan costs a request, never a wrong clip.
+"""
+
+from __future__ import annotations
+
+import bisect
+import io
+
+from clipsearch.clipping.errors import ClipReason, ClipUnavailable
+from clipsearch.clipping.sources import RangeSource
+
+DEFAULT_READAHEAD = 256 * 1024
+
+
+class SparseFile(io.RawIOBase):
+    """A file made of fetched regions; regions never overlap and adjacent ones are merged."""
+
+    def __init__(
+        self,
+        source: RangeSource,
+        *,
+        size: int | None = None,
+        regions: tuple[tuple[int, bytes], ...] = (),
+        readahead: int = DEFAULT_READAHEAD,
+    ) -> None:
+        super().__init__()
+        self._source = source
+        self._size = size
+        self._starts: list[int] = []
+        self._data: list[bytes] = []
+        self._pos = 0
+        self.readahead = readahead
+        self.demand_fetches = 0  # reads the plan did not foresee
+        for offset, data in regions:
+            self._insert(offset, data)
+
+    # -- regions -----------------------------------------------------------------------
+
+    @property
+    def regions(self) -> tuple[tuple[int, bytes], ...]:
+        return tuple(zip(self._starts, self._data, strict=True))
+
+    @property
+    def held_bytes(self) -> int:
+        return sum(len(d) for d in self._data)
+
+    def _insert(self, offset: int, data: bytes) -> None:
+        """Add a region that overlaps none; merge it with touching neighbours."""
+        if not data:
+            return
+        i = bisect.bisect_left(self._starts, offset)
+        if i > 0 and self._starts[i - 1] + len(self._data[i - 1]) == offset:
+            i -= 1
+            offset = self._starts[i]
+            data = self._data[i] + data
+            del self._starts[i], self._data[i]
+        if i < len(self._starts) and offset + len(data) == self._starts[i]:
+            data = data + self._data[i]
+            del self._starts[i], self._data[i]
+        self._starts.insert(i, offset)
+        self._data.insert(i, data)
+
+    def _region_at(self, offset: int) -> int | None:
+        i = bisect.bisect_right(self._starts, offset) - 1
+        if i >= 0 and offset < self._starts[i] + len(self._data[i]):
+            return i
+        return None
+
+    def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of [start, end) not held yet (clipped to the size once it is known)."""
+        if self._size is not None:
+            end = min(end, self._size)
+        out: list[tuple[int, int]] = []
+        pos = start
+        for j in range(max(0, bisect.bisect_right(self._starts, start) - 1), len(self._starts)):
+            region_start = self._starts[j]
+            region_end = region_start + len(self._data[j])
+            if region_end <= pos:
+                continue
+            if region_start >= end:
+                break
+            if region_start > pos:
+                out.append((pos, region_start))
+            pos = region_end
+            if pos >= end:
+                break
+        if pos < end:
+            out.append((pos, end))
+        return out
+
+    def ensure(self, start: int, end: int) -> None:
+        """Hold [start, end): one ranged request per missing gap."""
+        if self._size is None:
+            self._fetch(start, end - start)
+        for gap_start, gap_end in self.gaps(start, end):
+            self._fetch(gap_start, gap_end - gap_start)
+
+    def _fetch(self, offset: int, length: int) -> None:
+        data = self._source.read(offset, length)
+        known = self._source.size
+        if known is not None:
+            if self._size is not None and known != self._size:
+                raise ClipUnavailable(
+                    ClipReason.SOURCE_CHANGED,
+                    f"source is {known} bytes, its index says {self._size}",
+                    transient=True,
+                )
+            self._size = known
+        # A region may only be inserted where nothing is held (the caller asked for a gap).
+        for gap_start, gap_end in self.gaps(offset, offset + len(data)):
+            self._insert(gap_start, data[gap_start - offset : gap_end - offset])
+
+    def peek(self, offset: int, length: int) -> bytes:
+        """Bytes already held at [offset, offset+length), fetching what is missing."""
+        self.ensure(offset, offset + length)
+        i = self._region_at(offset)
+        if i is None:
+            return b""
+        rel = offset - self._starts[i]
+        return self._data[i][rel : rel + length]
+
+    def drop_except(self, keep: tuple[tuple[int, bytes], ...]) -> None:
+        """Forget everything but `keep` (the index), so memory stays index + one clip."""
+        self._starts, self._data = [], []
+        for offset, data in keep:
+            self._insert(offset, data)
+
+    # -- file protocol (what PyAV calls) -------------------------------------------------
+
+    @property
+    def size(self) -> int:
+        if self._size is None:
+            self._fetch(0, self.readahead)
+        assert self._size is not None
+        return self._size
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            pos = offset
+        elif whence == io.SEEK_CUR:
+            pos = self._pos + offset
+        elif whence == io.SEEK_END:
+            pos = self.size + offset
+        else:
+            raise ValueError(f"bad whence {whence}")
+        if pos < 0:
+            raise ValueError("negative seek position")
+        self._pos = pos
+        return pos
+
+    def read(self, size: int | None = -1) -> bytes:
+        """At most `size` bytes, stopping at the end of the held region (a short read)."""
+        if size is None or size < 0:
+            size = self.size - self._pos
+        if size == 0 or self._pos >= self.size:
+            return b""
+        i = self._region_at(self._pos)
+        if i is None:
+            self.demand_fetches += 1
+            want = min(self.size, self._pos + max(size, self.readahead))
+            self.ensure(self._pos, self.gaps(self._pos, want)[0][1])  # up to the next region
+            i = self._region_at(self._pos)
+            if i is None:  # the source returned nothing where it should have had bytes
+                raise ClipUnavailable(
+                    ClipReason.SOURCE_CHANGED, f"no bytes at {self._pos}", transient=True
+                )
+        rel = self._pos - self._starts[i]
+        chunk = self._data[i][rel : rel + size]
+        self._pos += len(chunk)
+        return chunk
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        chunk = self.read(len(buffer))
+        buffer[: len(chunk)] = chunk
+        return len(chunk)

@@ -1,0 +1,298 @@
+"""Byte-range sources: where a clip's bytes come from, with counters for what it cost.
+
+A source answers `read(offset, length)` with at most `length` bytes (fewer only at the end of
+the object) in one ranged request, and counts requests and bytes so callers can report and
+test the cost of a clip.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import NoReturn, Protocol
+
+import requests
+from google.api_core import exceptions as gexc
+from google.cloud import storage
+
+from clipsearch.clipping.errors import ClipReason, ClipUnavailable
+
+
+class RangeSource(Protocol):
+    """An immutable object read by byte ranges."""
+
+    @property
+    def size(self) -> int | None:
+        """Total size in bytes; None until the first read tells it (HTTP)."""
+        ...
+
+    @property
+    def cache_key(self) -> str | None:
+        """Identifies this exact content for the index cache; None: do not cache."""
+        ...
+
+    @property
+    def requests(self) -> int: ...
+
+    @property
+    def bytes_read(self) -> int: ...
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Up to `length` bytes at `offset` in one ranged request; short only at the end."""
+        ...
+
+
+class _Counters:
+    """Thread-safe request and byte counters shared by the implementations."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests = 0
+        self._bytes = 0
+
+    @property
+    def requests(self) -> int:
+        return self._requests
+
+    @property
+    def bytes_read(self) -> int:
+        return self._bytes
+
+    def _count(self, n: int) -> None:
+        with self._lock:
+            self._requests += 1
+            self._bytes += n
+
+
+def _check_range(offset: int, length: int) -> None:
+    if offset < 0 or length <= 0:
+        raise ValueError(f"bad range offset={offset} length={length}")
+
+
+class FileRangeSource(_Counters):
+    """A local file; for tests, the benchmark and local tools."""
+
+    def __init__(self, path: str | Path, *, cache_key: str | None = None) -> None:
+        super().__init__()
+        self._path = Path(path)
+        self._size = self._path.stat().st_size
+        self._key = cache_key
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def cache_key(self) -> str | None:
+        return self._key
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        with self._path.open("rb") as f:
+            f.seek(offset)
+            data = f.read(length)
+        self._count(len(data))
+        return data
+
+
+class GcsRangeSource(_Counters):
+    """A Cloud Storage object, every read pinned to one generation.
+
+    Pinning matters: the index and the clip's bytes must come from the same object version,
+    or the clip would be silently wrong after an overwrite.
+    """
+
+    def __init__(
+        self,
+        client: storage.Client,
+        bucket: str,
+        blob: str,
+        generation: int | None = None,
+        *,
+        size: int | None = None,
+        timeout: float | tuple[float, float] = (10, 60),
+    ) -> None:
+        super().__init__()
+        self.bucket = bucket
+        self.blob = blob
+        self.metadata_requests = 0
+        self._timeout = timeout
+        if generation is None or size is None:
+            self.metadata_requests += 1
+            try:
+                meta = client.bucket(bucket).get_blob(blob, generation=generation)
+            except gexc.Forbidden:
+                raise ClipUnavailable(
+                    ClipReason.SOURCE_UNREADABLE, f"gs://{bucket}/{blob}: forbidden"
+                ) from None
+            except (gexc.ServerError, gexc.TooManyRequests) as error:
+                raise ClipUnavailable(
+                    ClipReason.SOURCE_UNREADABLE,
+                    f"gs://{bucket}/{blob}: {type(error).__name__}",
+                    transient=True,
+                ) from None
+            if meta is None:
+                raise ClipUnavailable(
+                    ClipReason.SOURCE_UNREADABLE, f"gs://{bucket}/{blob}: not found"
+                )
+            generation = int(meta.generation)
+            size = int(meta.size or 0)
+        self.generation: int = generation
+        self._size: int = size
+        self._blob = client.bucket(bucket).blob(blob, generation=generation)
+
+    @property
+    def size(self) -> int:
+        return self._size
+
+    @property
+    def cache_key(self) -> str:
+        return f"gs://{self.bucket}/{self.blob}#{self.generation}"
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        if offset >= self._size:
+            return b""
+        end = min(offset + length, self._size) - 1  # inclusive, as the API wants it
+        try:
+            data = bytes(
+                self._blob.download_as_bytes(
+                    start=offset, end=end, checksum=None, timeout=self._timeout
+                )
+            )
+        except (gexc.NotFound, gexc.PreconditionFailed):
+            raise ClipUnavailable(
+                ClipReason.SOURCE_CHANGED, f"{self.cache_key} is gone (overwritten or deleted)"
+            ) from None
+        except gexc.Forbidden:
+            raise ClipUnavailable(
+                ClipReason.SOURCE_UNREADABLE, f"{self.cache_key}: forbidden"
+            ) from None
+        except (gexc.GoogleAPIError, OSError, requests.RequestException) as error:
+            raise ClipUnavailable(
+                ClipReason.SOURCE_UNREADABLE,
+                f"{self.cache_key}: {type(error).__name__}",
+                transient=True,
+            ) from None
+        self._count(len(data))
+        if len(data) != end - offset + 1:
+            raise ClipUnavailable(
+                ClipReason.SOURCE_CHANGED, f"{self.cache_key}: short read at {offset}"
+            )
+        return data
+
+
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
+_TRANSIENT_CODES = frozenset({"0429", "0500", "0502", "0503", "0504"})
+_MAX_ENVELOPE = 64 * 1024
+
+
+def _envelope_code(response: requests.Response) -> str | None:
+    """The `code` of a small JSON error envelope, else None (without reading a big body)."""
+    if not response.headers.get("Content-Type", "").startswith("application/json"):
+        return None
+    try:
+        body = response.raw.read(_MAX_ENVELOPE + 1, decode_content=True)
+        if len(body) > _MAX_ENVELOPE:
+            return None
+        code = json.loads(body).get("code")
+    except (ValueError, AttributeError, OSError, requests.RequestException):
+        return None
+    return code if isinstance(code, str) else None
+
+
+class HttpRangeSource(_Counters):
+    """An HTTP endpoint honouring `Range` (the API's download endpoint).
+
+    The headers carry the API key: they are never logged nor put into exception messages, and
+    neither is the query string (it names the object, which is harmless, but keep it short).
+    """
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        headers: dict[str, str],
+        *,
+        cache_key: str | None = None,
+        timeout: tuple[float, float] = (5, 60),
+    ) -> None:
+        super().__init__()
+        self._session = session
+        self._url = url
+        self._headers = dict(headers)
+        self._key = cache_key
+        self._timeout = timeout
+        self._size: int | None = None
+        self._where = url.split("?", maxsplit=1)[0]
+
+    def __repr__(self) -> str:  # never show the headers
+        return f"HttpRangeSource({self._where!r})"
+
+    @property
+    def size(self) -> int | None:
+        return self._size
+
+    @property
+    def cache_key(self) -> str | None:
+        return self._key
+
+    def _fail(self, message: str, *, transient: bool, reason: ClipReason | None = None) -> NoReturn:
+        raise ClipUnavailable(
+            reason or ClipReason.SOURCE_UNREADABLE,
+            f"GET {self._where}: {message}",
+            transient=transient,
+        ) from None
+
+    def read(self, offset: int, length: int) -> bytes:
+        _check_range(offset, length)
+        if self._size is not None and offset >= self._size:
+            return b""
+        headers = {**self._headers, "Range": f"bytes={offset}-{offset + length - 1}"}
+        try:
+            # stream=True: a 200 (the whole object) must never be read into memory.
+            response = self._session.get(
+                self._url, headers=headers, timeout=self._timeout, stream=True
+            )
+        except requests.RequestException as error:
+            self._fail(type(error).__name__, transient=True)
+        with response:
+            status = response.status_code
+            if status == 416:
+                self._count(0)
+                return b""
+            if status in (408, 429) or status >= 500:
+                self._count(0)
+                self._fail(f"HTTP {status}", transient=True)
+            if status != 206:
+                # 200 here is an error envelope (the API answers errors with HTTP 200 and a
+                # JSON code) or the whole object, which we never read.
+                self._count(0)
+                code = _envelope_code(response) if status == 200 else None
+                if code is not None:
+                    self._fail(f"API code {code}", transient=code in _TRANSIENT_CODES)
+                self._fail(f"HTTP {status} to a ranged request", transient=False)
+            match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+            if match is None or int(match.group(1)) != offset:
+                self._count(0)
+                self._fail("missing or wrong Content-Range", transient=False)
+            if match.group(3) != "*":
+                total = int(match.group(3))
+                if self._size is not None and total != self._size:
+                    self._count(0)
+                    self._fail(
+                        "object size changed", transient=False, reason=ClipReason.SOURCE_CHANGED
+                    )
+                self._size = total
+            try:
+                data = response.content
+            except requests.RequestException as error:
+                self._count(0)
+                self._fail(type(error).__name__, transient=True)
+        self._count(len(data))
+        expected = int(match.group(2)) - offset + 1
+        if len(data) != expected:
+            self._fail("short body", transient=True)
+        return data

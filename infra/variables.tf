@@ -1,0 +1,330 @@
+# ---- Where -------------------------------------------------------------------------------
+
+variable "project_id" {
+  description = "Google Cloud project id to deploy into."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a valid project id (6-30 lowercase letters, digits, hyphens)."
+  }
+}
+
+variable "region" {
+  description = "Single region for the function and both buckets; the trigger runs in the query bucket's location, which is this region."
+  type        = string
+  default     = "us-central1"
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a single region such as us-central1 (not a multi-region)."
+  }
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (buckets are global: make it unique to you, e.g. acme-clipsearch)."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{2,20}[a-z0-9]$", var.name_prefix))
+    error_message = "name_prefix must be 4-22 chars: lowercase letters, digits, hyphens; start with a letter."
+  }
+}
+
+variable "labels" {
+  description = "Labels added to every resource that takes labels."
+  type        = map(string)
+  default     = { app = "clipsearch" }
+}
+
+variable "enable_apis" {
+  description = "Enable the Google APIs the service needs (apis.tf). Turn off where a platform team manages them."
+  type        = bool
+  default     = true
+}
+
+# ---- Storage -----------------------------------------------------------------------------
+
+variable "clip_retention_days" {
+  description = "Delete fetched videos (under <results_prefix>videos/) this many days after creation."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.clip_retention_days >= 1 && floor(var.clip_retention_days) == var.clip_retention_days
+    error_message = "clip_retention_days must be a whole number >= 1."
+  }
+}
+
+variable "result_retention_days" {
+  description = "Delete result records (under <results_prefix>results/: also the idempotency records) this many days after creation."
+  type        = number
+  default     = 90
+  validation {
+    # Eventarc redelivers for up to 24 h: a record must outlive every redelivery of its event.
+    condition     = var.result_retention_days >= 2 && floor(var.result_retention_days) == var.result_retention_days
+    error_message = "result_retention_days must be a whole number >= 2 (records must outlive redeliveries)."
+  }
+}
+
+variable "query_retention_days" {
+  description = "Delete query images this many days after upload (0 keeps them)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.query_retention_days >= 0 && floor(var.query_retention_days) == var.query_retention_days
+    error_message = "query_retention_days must be a whole number >= 0."
+  }
+}
+
+variable "force_destroy_buckets" {
+  description = "Let terraform destroy delete non-empty buckets (for throwaway environments only)."
+  type        = bool
+  default     = false
+}
+
+# ---- Function sizing -----------------------------------------------------------------------
+
+variable "function_source_dir" {
+  description = "Deploy root of the function (main.py, requirements.txt, clipsearch/), relative to this module."
+  type        = string
+  default     = "../functions/clipsearch"
+}
+
+variable "memory" {
+  description = "Memory per instance: clip cutting holds an MP4 index (~20 MB per source hour) plus buffers."
+  type        = string
+  default     = "2Gi"
+  validation {
+    condition     = contains(["512Mi", "1Gi", "2Gi", "4Gi", "8Gi", "16Gi", "32Gi"], var.memory)
+    error_message = "memory must be one of 512Mi, 1Gi, 2Gi, 4Gi, 8Gi, 16Gi, 32Gi."
+  }
+}
+
+variable "cpu" {
+  description = "vCPUs per instance (2Gi needs at least 1)."
+  type        = string
+  default     = "1"
+  validation {
+    condition     = contains(["1", "2", "4", "6", "8"], var.cpu)
+    error_message = "cpu must be one of 1, 2, 4, 6, 8."
+  }
+}
+
+variable "timeout_seconds" {
+  description = "Per-event timeout: search plus copies of large videos. 540 is the event-driven maximum."
+  type        = number
+  default     = 540
+  validation {
+    condition     = var.timeout_seconds >= 60 && var.timeout_seconds <= 540
+    error_message = "timeout_seconds must be between 60 and 540 (event-driven functions' maximum)."
+  }
+}
+
+variable "min_instances" {
+  description = "Instances kept warm (0 scales to zero)."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.min_instances >= 0 && var.min_instances <= var.max_instances
+    error_message = "min_instances must be between 0 and max_instances."
+  }
+}
+
+# ---- Rate limiting: these feed both the function's size and its settings --------------------
+
+variable "max_instances" {
+  description = "Maximum function instances; also CLIPSEARCH_MAX_INSTANCES, which the rate limiter divides the account-wide search rate by."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 100 && floor(var.max_instances) == var.max_instances
+    error_message = "max_instances must be a whole number from 1 to 100."
+  }
+}
+
+variable "concurrency" {
+  description = "Events one instance handles at once (max_instance_request_concurrency). More than 1 needs cpu >= 1."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000 && floor(var.concurrency) == var.concurrency
+    error_message = "concurrency must be a whole number from 1 to 1000."
+  }
+}
+
+variable "search_rate_per_s" {
+  description = "Account-wide search API calls per second (CLIPSEARCH_SEARCH_RATE_PER_S), shared by all instances."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.search_rate_per_s > 0
+    error_message = "search_rate_per_s must be > 0."
+  }
+}
+
+# ---- Function settings (clipsearch/settings.py); defaults match the code's -------------------
+
+variable "api_base_url" {
+  description = "CLIPSEARCH_API_BASE_URL: search API base URL."
+  type        = string
+  default     = "https://api.memories.ai/serve/api/v1"
+  validation {
+    condition     = can(regex("^https://", var.api_base_url))
+    error_message = "api_base_url must be an https:// URL."
+  }
+}
+
+variable "download_base_url" {
+  description = "CLIPSEARCH_DOWNLOAD_BASE_URL: download endpoint base URL (empty: the API base)."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.download_base_url == "" || can(regex("^https://", var.download_base_url))
+    error_message = "download_base_url must be empty or an https:// URL."
+  }
+}
+
+variable "results_prefix" {
+  description = "CLIPSEARCH_RESULTS_PREFIX: object-name prefix of everything the function writes."
+  type        = string
+  default     = "clipsearch/"
+  validation {
+    condition     = can(regex("^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*/$", var.results_prefix))
+    error_message = "results_prefix must be a non-empty path ending in '/', e.g. clipsearch/."
+  }
+}
+
+variable "include_prefixes" {
+  description = "CLIPSEARCH_INCLUDE_PREFIXES: only query objects under these prefixes are processed (empty: all)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for p in var.include_prefixes : !strcontains(p, ",")])
+    error_message = "include_prefixes must not contain commas."
+  }
+}
+
+variable "exclude_prefixes" {
+  description = "CLIPSEARCH_EXCLUDE_PREFIXES: query objects under these prefixes are skipped."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for p in var.exclude_prefixes : !strcontains(p, ",")])
+    error_message = "exclude_prefixes must not contain commas."
+  }
+}
+
+variable "fetch_mode" {
+  description = "CLIPSEARCH_FETCH_MODE: none (references only) or copy (copy whole videos to the results bucket)."
+  type        = string
+  default     = "copy"
+  validation {
+    condition     = contains(["none", "copy"], var.fetch_mode)
+    error_message = "fetch_mode must be none or copy."
+  }
+}
+
+variable "fetch_source" {
+  description = "CLIPSEARCH_FETCH_SOURCE: auto, gcs or api: where fetched bytes come from."
+  type        = string
+  default     = "auto"
+  validation {
+    condition     = contains(["auto", "gcs", "api"], var.fetch_source)
+    error_message = "fetch_source must be auto, gcs or api."
+  }
+}
+
+variable "source_buckets" {
+  description = "CLIPSEARCH_SOURCE_BUCKETS: allowlist of vendor buckets the function may copy from. Read-only to us: their owner grants our runtime service account read access (output runtime_service_account)."
+  type        = list(string)
+  default     = ["mavi-resource"]
+  validation {
+    condition     = alltrue([for b in var.source_buckets : can(regex("^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$", b))])
+    error_message = "source_buckets must be bucket names."
+  }
+}
+
+variable "connect_timeout_s" {
+  description = "CLIPSEARCH_CONNECT_TIMEOUT_S: API connect timeout, seconds."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.connect_timeout_s > 0
+    error_message = "connect_timeout_s must be > 0."
+  }
+}
+
+variable "read_timeout_s" {
+  description = "CLIPSEARCH_READ_TIMEOUT_S: API read timeout, seconds."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.read_timeout_s > 0
+    error_message = "read_timeout_s must be > 0."
+  }
+}
+
+variable "retry_attempts" {
+  description = "CLIPSEARCH_RETRY_ATTEMPTS: in-process attempts per API call."
+  type        = number
+  default     = 4
+  validation {
+    condition     = var.retry_attempts >= 1 && floor(var.retry_attempts) == var.retry_attempts
+    error_message = "retry_attempts must be a whole number >= 1."
+  }
+}
+
+variable "retry_budget_s" {
+  description = "CLIPSEARCH_RETRY_BUDGET_S: total seconds one API call may spend retrying."
+  type        = number
+  default     = 60
+  validation {
+    condition     = var.retry_budget_s >= 0
+    error_message = "retry_budget_s must be >= 0."
+  }
+}
+
+variable "max_image_bytes" {
+  description = "CLIPSEARCH_MAX_IMAGE_BYTES: query image size cap (the API's limit is 20 MB)."
+  type        = number
+  default     = 20971520
+  validation {
+    condition     = var.max_image_bytes >= 1 && var.max_image_bytes <= 20971520
+    error_message = "max_image_bytes must be between 1 and 20971520."
+  }
+}
+
+variable "max_metadata_chars" {
+  description = "CLIPSEARCH_MAX_METADATA_CHARS: cap on each query metadata value's length."
+  type        = number
+  default     = 2000
+  validation {
+    condition     = var.max_metadata_chars >= 1
+    error_message = "max_metadata_chars must be >= 1."
+  }
+}
+
+variable "log_level" {
+  description = "CLIPSEARCH_LOG_LEVEL: Python log level name."
+  type        = string
+  default     = "INFO"
+  validation {
+    condition     = contains(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], var.log_level)
+    error_message = "log_level must be DEBUG, INFO, WARNING, ERROR or CRITICAL."
+  }
+}
+
+# ---- Example consumer ---------------------------------------------------------------------
+
+variable "create_example_subscription" {
+  description = "Create a pull subscription on the results topic with a dead-letter topic and retry policy, as a model for consumers."
+  type        = bool
+  default     = true
+}
+
+variable "example_max_delivery_attempts" {
+  description = "Deliveries before a message moves to the dead-letter topic."
+  type        = number
+  default     = 5
+  validation {
+    condition     = var.example_max_delivery_attempts >= 5 && var.example_max_delivery_attempts <= 100
+    error_message = "example_max_delivery_attempts must be between 5 and 100 (Pub/Sub's limits)."
+  }
+}
