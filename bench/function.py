@@ -95,9 +95,15 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
     waits: list[float] = []
     logger = logging.getLogger("bench")
     api = TimedPort(
-        HttpSearchApi(new_session(), api_key=settings.api_key, base_url=settings.api_base_url,
-                      download_base_url=settings.download_base_url, timeouts=(5, 120),
-                      retry=RetryPolicy(8, 60), logger=logger),
+        HttpSearchApi(
+            new_session(),
+            api_key=settings.api_key,
+            base_url=settings.api_base_url,
+            download_base_url=settings.download_base_url,
+            timeouts=(5, 120),
+            retry=RetryPolicy(8, 60),
+            logger=logger,
+        ),
         waits,
     )
     results = TimedPort(GcsResultStore(stack.storage, settings.results_bucket), waits)
@@ -105,9 +111,14 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
         settings,
         images=TimedPort(GcsImageReader(stack.storage), waits),
         api=api,
-        fetcher=CopyFetcher(api, results, allowed_buckets=settings.source_buckets,
-                            source_mode=settings.fetch_source, prefix=settings.results_prefix,
-                            logger=logger),
+        fetcher=CopyFetcher(
+            api,
+            results,
+            allowed_buckets=settings.source_buckets,
+            source_mode=settings.fetch_source,
+            prefix=settings.results_prefix,
+            logger=logger,
+        ),
         results=results,
         publisher=TimedPort(PubSubPublisher(pubsub_v1.PublisherClient()), waits),
         logger=logger,
@@ -124,29 +135,42 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
             blob = stack.storage.bucket(UNTRIGGERED).blob(name)
             blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
             blob.upload_from_string(data, content_type=content_type)
-            resource = {"bucket": UNTRIGGERED, "name": name,
-                        "generation": str(blob.generation), "size": str(size),
-                        "contentType": content_type, "metadata": blob.metadata}
+            resource = {
+                "bucket": UNTRIGGERED,
+                "name": name,
+                "generation": str(blob.generation),
+                "size": str(size),
+                "contentType": content_type,
+                "metadata": blob.metadata,
+            }
             time.sleep(1.1)  # the stand-in allows 1 search/s: don't measure the rate limiter
             waits.clear()
             started, cpu_started = time.perf_counter(), time.thread_time()
-            outcome = service.handle_event(f"bench-{label}-{i}",
-                                           "google.cloud.storage.object.v1.finalized", resource)
+            outcome = service.handle_event(
+                f"bench-{label}-{i}", "google.cloud.storage.object.v1.finalized", resource
+            )
             total = time.perf_counter() - started
             cpu = time.thread_time() - cpu_started
             assert outcome.status == "success", outcome.message
             totals.append(total)
             owns.append(total - sum(waits))
             cpus.append(cpu)
-        rows.append({
-            "image": label, "bytes": size, "runs": runs,
-            "total_ms_median": statistics.median(totals) * 1000,
-            "own_ms_median": statistics.median(owns) * 1000,
-            "own_share_median": statistics.median(o / t for o, t in zip(owns, totals, strict=True)),
-            "thread_cpu_ms_median": statistics.median(cpus) * 1000,
-            "thread_cpu_share_median": statistics.median(
-                c / t for c, t in zip(cpus, totals, strict=True)),
-        })
+        rows.append(
+            {
+                "image": label,
+                "bytes": size,
+                "runs": runs,
+                "total_ms_median": statistics.median(totals) * 1000,
+                "own_ms_median": statistics.median(owns) * 1000,
+                "own_share_median": statistics.median(
+                    o / t for o, t in zip(owns, totals, strict=True)
+                ),
+                "thread_cpu_ms_median": statistics.median(cpus) * 1000,
+                "thread_cpu_share_median": statistics.median(
+                    c / t for c, t in zip(cpus, totals, strict=True)
+                ),
+            }
+        )
     return rows
 
 
@@ -155,28 +179,47 @@ def cold_start(stack: LocalStack, video: Path, runs: int) -> list[float]:
     blob = stack.storage.bucket(UNTRIGGERED).blob("bench/cold.jpg")
     blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
     blob.upload_from_string(data, content_type="image/jpeg")
-    resource = {"bucket": UNTRIGGERED, "name": "bench/cold.jpg",
-                "generation": str(blob.generation), "size": str(len(data)),
-                "contentType": "image/jpeg", "metadata": blob.metadata}
+    resource = {
+        "bucket": UNTRIGGERED,
+        "name": "bench/cold.jpg",
+        "generation": str(blob.generation),
+        "size": str(len(data)),
+        "contentType": "image/jpeg",
+        "metadata": blob.metadata,
+    }
     exe = str(Path(sys.executable).parent / "functions-framework")
     seconds = []
     for i in range(runs):
         time.sleep(1.1)  # let the stand-in's 1/s token refill, so no 0429 wait is measured
         port = free_port()
-        event = CloudEvent({"id": f"cold-{i}", "type": "google.cloud.storage.object.v1.finalized",
-                            "source": "//storage.googleapis.com/projects/_/buckets/x"}, resource)
+        event = CloudEvent(
+            {
+                "id": f"cold-{i}",
+                "type": "google.cloud.storage.object.v1.finalized",
+                "source": "//storage.googleapis.com/projects/_/buckets/x",
+            },
+            resource,
+        )
         headers, body = to_binary(event)
         started = time.perf_counter()
         process = ManagedProcess(
             "function",
-            [exe, f"--target={FUNCTION_TARGET}", f"--source={FUNCTION_SOURCE}",
-             "--signature-type=cloudevent", "--host=127.0.0.1", f"--port={port}"],
-            port, env={**os.environ, **stack.env},
+            [
+                exe,
+                f"--target={FUNCTION_TARGET}",
+                f"--source={FUNCTION_SOURCE}",
+                "--signature-type=cloudevent",
+                "--host=127.0.0.1",
+                f"--port={port}",
+            ],
+            port,
+            env={**os.environ, **stack.env},
         )
         try:
             process.start()
-            response = requests.post(f"http://127.0.0.1:{port}/", headers=headers, data=body,
-                                     timeout=60)
+            response = requests.post(
+                f"http://127.0.0.1:{port}/", headers=headers, data=body, timeout=60
+            )
             seconds.append(time.perf_counter() - started)
             assert response.status_code == 200, response.text
         finally:
@@ -185,15 +228,18 @@ def cold_start(stack: LocalStack, video: Path, runs: int) -> list[float]:
 
 
 def end_to_end(stack: LocalStack, video: Path, runs: int) -> list[float]:
-    collector = OutcomeCollector([stack.names.results_subscription, stack.names.errors_subscription])
+    collector = OutcomeCollector(
+        [stack.names.results_subscription, stack.names.errors_subscription]
+    )
     collector.start()
     latencies = []
     for i in range(runs):
         time.sleep(1.1)  # one search per second: measure latency, not the rate limiter
         data = query_image_bytes(video, 2.0 + i * 2.5)
         started = time.perf_counter()
-        generation = stack.drop_query(f"bench/e2e-{i}.jpg", data,
-                                      {"video_no": VIDEO_NO, "prompt": "bench"})
+        generation = stack.drop_query(
+            f"bench/e2e-{i}.jpg", data, {"video_no": VIDEO_NO, "prompt": "bench"}
+        )
         key = (stack.names.query_bucket, f"bench/e2e-{i}.jpg", str(generation))
         collector.wait_for([key], timeout_s=60)
         latencies.append(time.perf_counter() - started)
@@ -203,16 +249,21 @@ def end_to_end(stack: LocalStack, video: Path, runs: int) -> list[float]:
 
 def summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
-    return {"n": len(values), "median_ms": statistics.median(values) * 1000,
-            "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
-            "min_ms": ordered[0] * 1000, "max_ms": ordered[-1] * 1000}
+    return {
+        "n": len(values),
+        "median_ms": statistics.median(values) * 1000,
+        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
+        "min_ms": ordered[0] * 1000,
+        "max_ms": ordered[-1] * 1000,
+    }
 
 
 def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp, LocalStack(
-        StackOptions(state_dir=Path(tmp) / "state")
-    ) as stack:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        LocalStack(StackOptions(state_dir=Path(tmp) / "state")) as stack,
+    ):
         video = Path(tmp) / "v.mp4"
         make_video(video, seconds=60)
         stack.upload_video(video, VIDEO_NO)
@@ -229,20 +280,26 @@ def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any
 
 
 def render(report: dict[str, Any]) -> str:
-    lines = ["| query image | bytes | event total | own time (outside adapter calls) | share "
-             "| event thread CPU (incl. adapters' CPU) | share |",
-             "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| query image | bytes | event total | own time (outside adapter calls) | share "
+        "| event thread CPU (incl. adapters' CPU) | share |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for row in report["own_time"]:
-        lines.append(f"| {row['image']} | {row['bytes']:,} | {row['total_ms_median']:.1f} ms | "
-                     f"{row['own_ms_median']:.2f} ms | {row['own_share_median']:.2%} | "
-                     f"{row['thread_cpu_ms_median']:.1f} ms | {row['thread_cpu_share_median']:.1%} |")
+        lines.append(
+            f"| {row['image']} | {row['bytes']:,} | {row['total_ms_median']:.1f} ms | "
+            f"{row['own_ms_median']:.2f} ms | {row['own_share_median']:.2%} | "
+            f"{row['thread_cpu_ms_median']:.1f} ms | {row['thread_cpu_share_median']:.1%} |"
+        )
     fmt: Callable[[dict[str, float]], str] = lambda s: (  # noqa: E731
         f"median {s['median_ms']:.0f} ms, p90 {s['p90_ms']:.0f} ms, "
-        f"min {s['min_ms']:.0f} ms, max {s['max_ms']:.0f} ms (n={s['n']:.0f})")
-    lines += ["", f"- cold start (process start → first event answered): "
-                  f"{fmt(report['cold_start'])}",
-              f"- end to end on the local stack (upload → result received): "
-              f"{fmt(report['end_to_end'])}"]
+        f"min {s['min_ms']:.0f} ms, max {s['max_ms']:.0f} ms (n={s['n']:.0f})"
+    )
+    lines += [
+        "",
+        f"- cold start (process start → first event answered): {fmt(report['cold_start'])}",
+        f"- end to end on the local stack (upload → result received): {fmt(report['end_to_end'])}",
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -7,8 +7,6 @@ import tempfile
 import time
 from pathlib import Path
 
-from google.cloud import pubsub_v1
-
 from clipsearch_dev.media import make_video, query_image_bytes
 from clipsearch_dev.outcomes import OutcomeCollector, Received
 from clipsearch_dev.stack import LocalStack
@@ -54,7 +52,8 @@ def main() -> int:
             f"gs://{stack.names.source_bucket}/{VIDEO_NO}.mp4",
             flush=True,
         )
-        collector = OutcomeCollector([stack.names.results_subscription, stack.names.errors_subscription],
+        collector = OutcomeCollector(
+            [stack.names.results_subscription, stack.names.errors_subscription],
         ).start()
         keys = []
         for t in QUERY_TIMES:

@@ -12,7 +12,7 @@ import os
 import sys
 from pathlib import Path
 
-from google.cloud import pubsub_v1, storage
+from google.cloud import storage
 
 from clipsearch_dev.media import query_image_bytes
 from clipsearch_dev.outcomes import OutcomeCollector
@@ -33,7 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     blob.metadata = {"video_no": args.video_no, "prompt": args.prompt}
     blob.upload_from_string(query_image_bytes(args.video, args.seconds), content_type="image/jpeg")
     print(f"dropped gs://{bucket}/{name} generation {blob.generation}", file=sys.stderr)
-    collector = OutcomeCollector([env["CLIPSEARCH_RESULTS_SUBSCRIPTION"], env["CLIPSEARCH_ERRORS_SUBSCRIPTION"]],
+    collector = OutcomeCollector(
+        [env["CLIPSEARCH_RESULTS_SUBSCRIPTION"], env["CLIPSEARCH_ERRORS_SUBSCRIPTION"]],
     )
     key = (bucket, name, str(blob.generation))
     with collector:

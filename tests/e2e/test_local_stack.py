@@ -7,12 +7,10 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from google.cloud import pubsub_v1
 
 from clipsearch.contract import validate_message
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
@@ -45,7 +43,8 @@ def video(stack, tmp_path_factory) -> VideoInfo:
 
 @pytest.fixture
 def collector(stack) -> Iterator[OutcomeCollector]:
-    with OutcomeCollector([stack.names.results_subscription, stack.names.errors_subscription],
+    with OutcomeCollector(
+        [stack.names.results_subscription, stack.names.errors_subscription],
     ) as running:
         yield running
 

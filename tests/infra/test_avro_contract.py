@@ -12,6 +12,14 @@ from typing import Any
 import fastavro
 import pytest
 
+from clipsearch.contract import (
+    ContractError,
+    from_avro_json,
+    schema,
+    to_avro_json,
+    validate_message,
+    validate_plain_message,
+)
 from clipsearch.core import messages
 from clipsearch.errors import Reason
 from clipsearch.model import (
@@ -22,14 +30,6 @@ from clipsearch.model import (
     QueryObject,
     SourceVideo,
     Timings,
-)
-from clipsearch.contract import (
-    ContractError,
-    from_avro_json,
-    schema,
-    to_avro_json,
-    validate_message,
-    validate_plain_message,
 )
 
 # Messages as the publisher would send them, in Avro's JSON encoding, written out by hand.

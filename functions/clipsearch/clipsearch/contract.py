@@ -1,8 +1,9 @@
 """The result contract: validate outcome messages the way Pub/Sub validates them.
 
 `schemas/clip_result.avsc` (beside this module; Terraform attaches it to the results and
-errors topics with JSON encoding) is the single source of truth for the outcome message. Pub/Sub then parses each message body as Avro's JSON encoding, which differs from
-plain JSON in one way that matters to us (observed against the official Pub/Sub emulator;
+errors topics with JSON encoding) is the single source of truth for the outcome message.
+Pub/Sub then parses each message body as Avro's JSON encoding, which differs from plain JSON
+in one way that matters to us (observed against the official Pub/Sub emulator;
 `tests/infra/test_avro_contract.py` re-checks it there):
 
 * a union value that is not null is wrapped in an object keyed by its branch:

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from clipsearch.contract import to_avro_json
 from clipsearch.core import messages
 from clipsearch.core.events import parse_finalized_event
 from clipsearch.core.naming import result_name
-from clipsearch.contract import to_avro_json
 from clipsearch.core.validation import check_image_bytes, validate_query
 from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError
 from clipsearch.logs import ALERT, ContextLogger
