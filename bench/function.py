@@ -265,7 +265,7 @@ def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any
         LocalStack(StackOptions(state_dir=Path(tmp) / "state")) as stack,
     ):
         video = Path(tmp) / "v.mp4"
-        make_video(video, seconds=60)
+        make_video(video, seconds=60, gop=20)
         stack.upload_video(video, VIDEO_NO)
         stack.storage.create_bucket(UNTRIGGERED)
         report = {

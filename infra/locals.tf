@@ -21,6 +21,7 @@ locals {
   # fetched videos: both under the outputs prefix of the results bucket (core/naming.py).
   results_records_prefix = "${var.results_prefix}results/"
   videos_prefix          = "${var.results_prefix}videos/"
+  clips_prefix           = "${var.results_prefix}clips/"
 
   # The function's settings (clipsearch/settings.py, SETTINGS): every one but the API key is a
   # plain environment variable; the key is a Secret Manager secret env var (function.tf).
@@ -35,6 +36,11 @@ locals {
     CLIPSEARCH_RESULTS_TOPIC      = google_pubsub_topic.results.id
     CLIPSEARCH_ERRORS_TOPIC       = google_pubsub_topic.errors.id
     CLIPSEARCH_FETCH_MODE         = var.fetch_mode
+    CLIPSEARCH_CLIP_FALLBACK      = var.clip_fallback
+    CLIPSEARCH_CLIP_EXACT         = tostring(var.clip_exact)
+    CLIPSEARCH_MAX_CLIP_S         = tostring(var.max_clip_s)
+    CLIPSEARCH_MAX_INDEX_BYTES    = tostring(var.max_index_bytes)
+    CLIPSEARCH_INDEX_CACHE_BYTES  = tostring(var.index_cache_bytes)
     CLIPSEARCH_FETCH_SOURCE       = var.fetch_source
     CLIPSEARCH_SOURCE_BUCKETS     = join(",", var.source_buckets)
     CLIPSEARCH_CONNECT_TIMEOUT_S  = tostring(var.connect_timeout_s)

@@ -56,7 +56,7 @@ resource "google_storage_bucket" "results" {
   lifecycle_rule {
     condition {
       age            = var.clip_retention_days
-      matches_prefix = [local.videos_prefix]
+      matches_prefix = [local.videos_prefix, local.clips_prefix]
     }
     action {
       type = "Delete"

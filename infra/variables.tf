@@ -212,12 +212,58 @@ variable "exclude_prefixes" {
 }
 
 variable "fetch_mode" {
-  description = "CLIPSEARCH_FETCH_MODE: none (references only) or copy (copy whole videos to the results bucket)."
+  description = "CLIPSEARCH_FETCH_MODE: clip (cut only the matching seconds), copy (whole videos) or none (references only)."
+  type        = string
+  default     = "clip"
+  validation {
+    condition     = contains(["clip", "copy", "none"], var.fetch_mode)
+    error_message = "fetch_mode must be clip, copy or none."
+  }
+}
+
+variable "clip_fallback" {
+  description = "CLIPSEARCH_CLIP_FALLBACK: what a hit becomes when no clip can be cut: copy or none."
   type        = string
   default     = "copy"
   validation {
-    condition     = contains(["none", "copy"], var.fetch_mode)
-    error_message = "fetch_mode must be none or copy."
+    condition     = contains(["copy", "none"], var.clip_fallback)
+    error_message = "clip_fallback must be copy or none."
+  }
+}
+
+variable "clip_exact" {
+  description = "CLIPSEARCH_CLIP_EXACT: trim clips to the exact start with an edit list (some players ignore it) instead of starting on the keyframe before."
+  type        = bool
+  default     = false
+}
+
+variable "max_clip_s" {
+  description = "CLIPSEARCH_MAX_CLIP_S: longest clip cut, in seconds; a longer hit falls back."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.max_clip_s > 0
+    error_message = "max_clip_s must be positive."
+  }
+}
+
+variable "max_index_bytes" {
+  description = "CLIPSEARCH_MAX_INDEX_BYTES: largest MP4 index (moov) read to cut clips; larger sources fall back. About 0.45 MB per 10 minutes of video."
+  type        = number
+  default     = 67108864
+  validation {
+    condition     = var.max_index_bytes >= 1024
+    error_message = "max_index_bytes must be at least 1024."
+  }
+}
+
+variable "index_cache_bytes" {
+  description = "CLIPSEARCH_INDEX_CACHE_BYTES: in-memory cache of parsed indexes per instance; keep well under the memory setting."
+  type        = number
+  default     = 268435456
+  validation {
+    condition     = var.index_cache_bytes >= 0
+    error_message = "index_cache_bytes must be >= 0."
   }
 }
 

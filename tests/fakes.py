@@ -6,8 +6,10 @@ import io
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO
 
+from clipsearch.clipping import FileRangeSource, RangeSource
 from clipsearch.errors import PermanentError, Reason
 from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
 
@@ -68,6 +70,63 @@ class FakeStorage:
         data = stream.read()
         self.put(self.bucket, name, data, source=source_id)
         return Artifact(self.bucket, name, "copy", len(data), reused=False)
+
+    def read_bytes(self, name: str) -> bytes | None:
+        obj = self.objects.get((self.bucket, name))
+        return None if obj is None else obj.data
+
+    def write_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        self.put(self.bucket, name, data)
+
+    def find_artifact(self, name: str, mode: str) -> Artifact | None:
+        obj = self.objects.get((self.bucket, name))
+        if obj is None:
+            return None
+        return Artifact(
+            self.bucket,
+            name,
+            mode,
+            len(obj.data),
+            reused=True,
+            start_time=float(obj.metadata["clipsearch-start"]),
+            end_time=float(obj.metadata["clipsearch-end"]),
+            keyframe_snapped=obj.metadata["clipsearch-snapped"] == "true",
+            poster_uri=obj.metadata["clipsearch-poster"],
+        )
+
+    def upload_file(
+        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+    ) -> Artifact:
+        self.uploads += 1
+        data = path.read_bytes()
+        self.put(self.bucket, name, data, **metadata)
+        return Artifact(
+            self.bucket,
+            name,
+            mode,
+            len(data),
+            reused=False,
+            start_time=float(metadata["clipsearch-start"]),
+            end_time=float(metadata["clipsearch-end"]),
+            keyframe_snapped=metadata["clipsearch-snapped"] == "true",
+            poster_uri=metadata["clipsearch-poster"],
+        )
+
+
+class FileSources:
+    """Serves source videos from local files, as if ranged reads came from GCS or the API."""
+
+    def __init__(self, files: dict[SourceVideo, Path] | None = None) -> None:
+        self.files = files or {}
+        self.opened: list[FileRangeSource] = []
+
+    def open_range(self, source: SourceVideo) -> RangeSource | None:
+        path = self.files.get(source)
+        if path is None:
+            return None
+        ranged = FileRangeSource(path, cache_key=f"{source.uri}#1")
+        self.opened.append(ranged)
+        return ranged
 
 
 class FakeSearchApi:

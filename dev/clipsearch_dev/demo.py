@@ -27,7 +27,15 @@ def describe(outcome: Received) -> str:
         lines.append(f"    error {error['reason']}: {error['message']}")
     for clip in body["clips"]:
         artifact = clip["artifact"]
-        where = artifact["uri"] if artifact else f"(not fetched: {clip['fetch_error']})"
+        if artifact is None:
+            where = f"(not fetched: {clip['fetch_error'] or clip['fallback_reason']})"
+        elif artifact["mode"] == "clip":
+            where = (
+                f"clip {artifact['start_time']:.1f}-{artifact['end_time']:.1f}s,"
+                f" {artifact['size']:,} B: {artifact['uri']}"
+            )
+        else:
+            where = f"{artifact['mode']}: {artifact['uri']}"
         lines.append(
             f"    #{clip['rank']} {clip['start_time']:7.2f}s - {clip['end_time']:7.2f}s"
             f"  score {clip['score']:.3f}  {where}"
@@ -45,7 +53,7 @@ def main() -> int:
             flush=True,
         )
         video = Path(tmp) / "sample.mp4"
-        info = make_video(video, seconds=120)
+        info = make_video(video, seconds=120, gop=20)
         stack.upload_video(video, VIDEO_NO)
         print(
             f"sample video: {info.seconds:.0f}s, {info.width}x{info.height} as "

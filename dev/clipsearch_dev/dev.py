@@ -17,7 +17,7 @@ def main() -> int:
     with LocalStack() as stack:
         state = stack.options.state_dir
         video = state / "sample.mp4"
-        make_video(video, seconds=120)
+        make_video(video, seconds=120, gop=20)
         stack.upload_video(video, VIDEO_NO)
         env_file = state / "env"
         print(

@@ -3,17 +3,20 @@ function (real functions-framework server) → stand-in → message pulled from 
 
 from __future__ import annotations
 
+import io
 import json
+import math
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import pytest
 
 from clipsearch.contract import validate_message
-from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
+from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes, read_frame_code
 from clipsearch_dev.outcomes import OutcomeCollector
 from clipsearch_dev.stack import LOCAL_API_KEY, LocalStack, StackOptions
 
@@ -36,7 +39,7 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def video(stack, tmp_path_factory) -> VideoInfo:
-    info = make_video(tmp_path_factory.mktemp("media") / "v.mp4", seconds=60)
+    info = make_video(tmp_path_factory.mktemp("media") / "v.mp4", seconds=60, gop=20)
     stack.upload_video(info.path, VIDEO_NO)
     return info
 
@@ -79,17 +82,26 @@ def test_top_clip_contains_the_query_frame(stack, video, collector):
         assert received.attributes["status"] == "success"
         assert received.attributes["clip_count"] == str(len(body["clips"]))
         artifact = top["artifact"]
+        assert artifact["mode"] == "clip"
         bucket, name = artifact["uri"].removeprefix("gs://").split("/", 1)
-        assert stack.storage.bucket(bucket).get_blob(name).size == source_size
+        data = stack.storage.bucket(bucket).blob(name).download_as_bytes()
+        assert len(data) < source_size / 4  # only the matching seconds
+        # The clip shows the very frame the query image was taken from.
+        with av.open(io.BytesIO(data)) as container:
+            codes = [read_frame_code(f.to_image()) for f in container.decode(video=0)]
+        assert math.floor(t * video.fps + 1e-9) in codes
+        assert artifact["start_time"] <= t <= artifact["end_time"]
+        poster_bucket, poster = artifact["poster_uri"].removeprefix("gs://").split("/", 1)
+        assert (
+            stack.storage.bucket(poster_bucket).blob(poster).download_as_bytes()[:2] == b"\xff\xd8"
+        )
         result_bucket, result_name = body["result_uri"].removeprefix("gs://").split("/", 1)
         stored = stack.storage.bucket(result_bucket).blob(result_name).download_as_bytes()
         assert json.loads(stored) == body
-    # several queries, one video: a single copy, reused after the first
-    assert sum(not outcomes[k].body["clips"][0]["artifact"]["reused"] for k in keys) >= 1
-    copies = list(
-        stack.storage.bucket(stack.names.results_bucket).list_blobs(prefix="clipsearch/videos/")
+    sidecars = list(
+        stack.storage.bucket(stack.names.results_bucket).list_blobs(prefix="clipsearch/index/")
     )
-    assert len(copies) == 1
+    assert len(sidecars) == 1  # one index for the one source video, shared by all queries
 
 
 def test_bad_input_ends_in_one_error_outcome(stack, video, collector):

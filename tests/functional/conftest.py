@@ -16,11 +16,11 @@ from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
 
 from clipsearch import entrypoint, logs
+from clipsearch.bootstrap import build_fetcher
 from clipsearch.contract import from_avro_json, validate_message
-from clipsearch.fetch import CopyFetcher, ReferenceFetcher
 from clipsearch.service import ClipSearchService
-from clipsearch.settings import FetchMode, Settings
-from tests.fakes import FakePublisher, FakeSearchApi, FakeStorage
+from clipsearch.settings import Settings
+from tests.fakes import FakePublisher, FakeSearchApi, FakeStorage, FileSources
 
 MAIN = Path(__file__).parents[2] / "functions" / "clipsearch" / "main.py"
 API_KEY = "sk-mavi-functional-SECRET-key"
@@ -31,6 +31,7 @@ ENV = {
     "CLIPSEARCH_QUERY_BUCKET": "queries",
     "CLIPSEARCH_RESULTS_TOPIC": "projects/p/topics/results",
     "CLIPSEARCH_ERRORS_TOPIC": "projects/p/topics/errors",
+    "CLIPSEARCH_FETCH_MODE": "copy",
 }
 
 
@@ -100,23 +101,21 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
         target="on_object_finalized", source=str(MAIN), signature_type="cloudevent"
     )
 
-    def build(api: FakeSearchApi, **env: str) -> Harness:
+    def build(
+        api: FakeSearchApi,
+        gcs: FileSources | None = None,
+        download: FileSources | None = None,
+        **env: str,
+    ) -> Harness:
+        gcs = gcs or FileSources()
+        download = download or FileSources()
         settings = Settings.from_env({**ENV, **env})
         log = io.StringIO()
         logger = logs.configure("DEBUG", secrets=[API_KEY], stream=log)
         storage = FakeStorage(settings.results_bucket)
         publisher = FakePublisher()
-        fetcher = (
-            ReferenceFetcher(api, settings.source_buckets)
-            if settings.fetch_mode is FetchMode.NONE
-            else CopyFetcher(
-                api,
-                storage,
-                allowed_buckets=settings.source_buckets,
-                source_mode=settings.fetch_source,
-                prefix=settings.results_prefix,
-                logger=logger,
-            )
+        fetcher = build_fetcher(
+            settings, api=api, results=storage, gcs=gcs, download=download, logger=logger
         )
         service = ClipSearchService(
             settings,

@@ -19,7 +19,9 @@ def test_defaults():
     assert s.api_base_url == "https://api.memories.ai/serve/api/v1"
     assert s.download_base_url == s.api_base_url
     assert s.errors_topic == s.results_topic
-    assert s.fetch_mode is FetchMode.COPY
+    assert s.fetch_mode is FetchMode.CLIP
+    assert s.clip_fallback is FetchMode.COPY
+    assert s.clip_exact is False
     assert s.fetch_source is FetchSource.AUTO
     assert s.source_buckets == frozenset({"mavi-resource"})
     assert s.max_image_bytes == 20 * 1024 * 1024
@@ -38,6 +40,9 @@ def test_every_setting_is_read():
         {"CLIPSEARCH_API_KEY": ""},
         {"CLIPSEARCH_RESULTS_TOPIC": "results"},
         {"CLIPSEARCH_FETCH_MODE": "teleport"},
+        {"CLIPSEARCH_CLIP_FALLBACK": "clip"},
+        {"CLIPSEARCH_CLIP_EXACT": "maybe"},
+        {"CLIPSEARCH_MAX_CLIP_S": "0"},
         {"CLIPSEARCH_RETRY_ATTEMPTS": "0"},
         {"CLIPSEARCH_READ_TIMEOUT_S": "soon"},
         {"CLIPSEARCH_MAX_IMAGE_BYTES": str(21 * 1024 * 1024)},

@@ -10,11 +10,12 @@ from collections.abc import Mapping
 from google.cloud import pubsub_v1, storage
 
 from clipsearch import logs
-from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
+from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.fetch import CopyFetcher, ReferenceFetcher
-from clipsearch.ports import Fetcher, Publisher, SearchApi
+from clipsearch.clipping import IndexCache
+from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
+from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
@@ -30,6 +31,7 @@ def build_service(
     storage_client: storage.Client | None = None,
     publisher: Publisher | None = None,
     api: SearchApi | None = None,
+    download: RangeOpener | None = None,
     logger: logging.Logger | None = None,
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
@@ -38,7 +40,7 @@ def build_service(
     if publisher is None:
         publisher = PubSubPublisher(pubsub_v1.PublisherClient())
     if api is None:
-        api = HttpSearchApi(
+        api = download = HttpSearchApi(
             new_session(),
             api_key=settings.api_key,
             base_url=settings.api_base_url,
@@ -48,18 +50,14 @@ def build_service(
             logger=logger,
         )
     results = GcsResultStore(storage_client, settings.results_bucket)
-    fetcher: Fetcher
-    if settings.fetch_mode is FetchMode.NONE:
-        fetcher = ReferenceFetcher(api, settings.source_buckets)
-    else:
-        fetcher = CopyFetcher(
-            api,
-            results,
-            allowed_buckets=settings.source_buckets,
-            source_mode=settings.fetch_source,
-            prefix=settings.results_prefix,
-            logger=logger,
-        )
+    fetcher = build_fetcher(
+        settings,
+        api=api,
+        results=results,
+        gcs=GcsSources(storage_client),
+        download=download,
+        logger=logger,
+    )
     return ClipSearchService(
         settings,
         images=GcsImageReader(storage_client),
@@ -67,6 +65,54 @@ def build_service(
         fetcher=fetcher,
         results=results,
         publisher=publisher,
+        logger=logger,
+    )
+
+
+def build_fetcher(
+    settings: Settings,
+    *,
+    api: SearchApi,
+    results: ResultStore,
+    gcs: RangeOpener,
+    download: RangeOpener | None = None,
+    logger: logging.Logger,
+    mode: FetchMode | None = None,
+) -> Fetcher:
+    mode = mode or settings.fetch_mode
+    if mode is FetchMode.NONE:
+        return ReferenceFetcher(api, settings.source_buckets)
+    if mode is FetchMode.COPY:
+        return CopyFetcher(
+            api,
+            results,
+            allowed_buckets=settings.source_buckets,
+            source_mode=settings.fetch_source,
+            prefix=settings.results_prefix,
+            logger=logger,
+        )
+    if download is None:
+        raise TypeError("clip mode needs a download route (the API's ranged download)")
+    return ClipFetcher(
+        api,
+        results,
+        gcs,
+        download,
+        build_fetcher(
+            settings,
+            api=api,
+            results=results,
+            gcs=gcs,
+            logger=logger,
+            mode=settings.clip_fallback,
+        ),
+        allowed_buckets=settings.source_buckets,
+        source_mode=settings.fetch_source,
+        prefix=settings.results_prefix,
+        exact=settings.clip_exact,
+        max_clip_s=settings.max_clip_s,
+        max_index_bytes=settings.max_index_bytes,
+        index_cache=IndexCache(settings.index_cache_bytes),
         logger=logger,
     )
 

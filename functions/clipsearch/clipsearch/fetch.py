@@ -7,11 +7,23 @@ cutting) slots in beside these without reshaping the pipeline.
 from __future__ import annotations
 
 import logging
+import tempfile
+from dataclasses import replace
+from pathlib import Path
 
-from clipsearch.core.naming import is_safe_blob_name, video_copy_name
-from clipsearch.errors import PermanentError
+from clipsearch.clipping import (
+    ClipReason,
+    ClipSource,
+    ClipUnavailable,
+    IndexCache,
+    RangeSource,
+    SourceIndex,
+    poster_frame,
+)
+from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
+from clipsearch.errors import PermanentError, TransientError
 from clipsearch.model import Artifact, ClipResult, Hit, Query, SourceVideo
-from clipsearch.ports import ResultStore, SearchApi
+from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
 from clipsearch.settings import FetchSource
 
 
@@ -115,3 +127,158 @@ class CopyFetcher:
                 )
         except PermanentError as error:
             return f"download refused: {error.message}"
+
+
+class ClipFetcher:
+    """Mode `clip`: only the matching seconds, cut by stream copy from ranged reads.
+
+    Hits on one video share one open of its index; the index is cached in memory (shared by
+    the instance's concurrent events) and as a sidecar in the results bucket (shared by every
+    instance). A hit that cannot be cut falls back (copy or reference) with the reason kept.
+    """
+
+    def __init__(
+        self,
+        api: SearchApi,
+        results: ResultStore,
+        gcs: RangeOpener,
+        download: RangeOpener,
+        fallback: Fetcher,
+        *,
+        allowed_buckets: frozenset[str],
+        source_mode: FetchSource,
+        prefix: str,
+        exact: bool,
+        max_clip_s: float,
+        max_index_bytes: int,
+        index_cache: IndexCache,
+        logger: logging.Logger,
+        workdir: Path | None = None,
+    ) -> None:
+        self._api = api
+        self._results = results
+        self._gcs = gcs
+        self._download = download
+        self._fallback = fallback
+        self._allowed = allowed_buckets
+        self._source_mode = source_mode
+        self._prefix = prefix
+        self._exact = exact
+        self._max_clip_s = max_clip_s
+        self._max_index_bytes = max_index_bytes
+        self._cache = index_cache
+        self._log = logger
+        self._workdir = workdir
+
+    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]:
+        resolved = resolve_sources(query, hits, self._api, self._allowed)
+        clips: dict[int, ClipResult] = {}
+        by_source: dict[SourceVideo, list[int]] = {}
+        for i, (hit, (source, refusal)) in enumerate(zip(hits, resolved, strict=True)):
+            if source is None or refusal is not None:
+                clips[i] = ClipResult(i + 1, hit, source, None, refusal)
+            else:
+                by_source.setdefault(source, []).append(i)
+        fallbacks: dict[int, str] = {}
+        for source, indexes in by_source.items():
+            try:
+                cut = self._cut_all(source, [hits[i] for i in indexes])
+            except ClipUnavailable as error:
+                if error.transient:
+                    raise TransientError(f"reading {source.uri}: {error.message}") from None
+                cut = [error] * len(indexes)
+            for i, outcome in zip(indexes, cut, strict=True):
+                if isinstance(outcome, Artifact):
+                    clips[i] = ClipResult(i + 1, hits[i], source, outcome, None)
+                else:
+                    fallbacks[i] = outcome.reason.value
+        if fallbacks:
+            order = sorted(fallbacks)
+            done = self._fallback.fetch(query, [hits[i] for i in order])
+            for i, result in zip(order, done, strict=True):
+                clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i])
+        return [clips[i] for i in range(len(hits))]
+
+    def _open(self, source: SourceVideo) -> RangeSource:
+        if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
+            ranged = self._gcs.open_range(source)
+            if ranged is not None:
+                return ranged
+            if self._source_mode is FetchSource.GCS:
+                raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "not readable in GCS")
+        ranged = self._download.open_range(source)
+        if ranged is None:
+            raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "no download route")
+        return ranged
+
+    def _warm_cache(self, key: str | None) -> str | None:
+        """Load the sidecar index into the memory cache; returns the sidecar's name."""
+        if key is None:
+            return None
+        name = index_name(self._prefix, key)
+        if self._cache.get(key) is None:
+            blob = self._results.read_bytes(name)
+            if blob is not None:
+                try:
+                    self._cache.put(key, SourceIndex.loads(blob, max_bytes=self._max_index_bytes))
+                except ValueError:
+                    self._log.warning("ignoring unreadable index sidecar %s", name)
+        return name
+
+    def _cut_all(self, source: SourceVideo, hits: list[Hit]) -> list[Artifact | ClipUnavailable]:
+        ranged = self._open(source)
+        key = ranged.cache_key
+        version = key.rsplit("#", 1)[-1] if key and "#" in key else "download"
+        sidecar = self._warm_cache(key)
+        outcomes: list[Artifact | ClipUnavailable] = []
+        opened: ClipSource | None = None
+        try:
+            for hit in hits:
+                name = clip_name(
+                    self._prefix,
+                    source.bucket,
+                    source.blob,
+                    version,
+                    hit.start_time,
+                    hit.end_time,
+                    self._exact,
+                )
+                existing = self._results.find_artifact(name, "clip")
+                if existing is not None:
+                    outcomes.append(existing)
+                    continue
+                if opened is None:
+                    opened = ClipSource(
+                        ranged, index_cache=self._cache, max_index_bytes=self._max_index_bytes
+                    ).__enter__()
+                    if not opened.index_cached and sidecar is not None:
+                        self._results.write_bytes(
+                            sidecar, opened.index.dumps(), "application/octet-stream"
+                        )
+                try:
+                    outcomes.append(self._cut_one(opened, name, hit))
+                except ClipUnavailable as error:
+                    if error.transient:
+                        raise
+                    outcomes.append(error)
+        finally:
+            if opened is not None:
+                opened.__exit__(None, None, None)
+        return outcomes
+
+    def _cut_one(self, opened: ClipSource, name: str, hit: Hit) -> Artifact:
+        with tempfile.TemporaryDirectory(dir=self._workdir) as tmp:
+            path = Path(tmp) / "clip.mp4"
+            info = opened.cut(
+                hit.start_time, hit.end_time, path, exact=self._exact, max_clip_s=self._max_clip_s
+            )
+            poster_name = name.removesuffix(".mp4") + ".jpg"
+            self._results.write_bytes(poster_name, poster_frame(path), "image/jpeg")
+            poster_uri = f"gs://{self._results.bucket}/{poster_name}"
+            metadata = {
+                "clipsearch-start": repr(info.start),
+                "clipsearch-end": repr(info.end),
+                "clipsearch-snapped": "true" if info.keyframe_snapped else "false",
+                "clipsearch-poster": poster_uri,
+            }
+            return self._results.upload_file(name, path, "video/mp4", metadata, "clip")

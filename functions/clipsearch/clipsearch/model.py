@@ -70,9 +70,14 @@ class Artifact:
 
     bucket: str
     name: str
-    mode: str
+    mode: str  # copy (the whole source video) or clip (only the matching seconds)
     size: int
     reused: bool
+    # For clips: what the file really holds (a stream-copied clip starts on a keyframe).
+    start_time: float | None = None
+    end_time: float | None = None
+    keyframe_snapped: bool | None = None
+    poster_uri: str | None = None
 
     @property
     def uri(self) -> str:
@@ -86,6 +91,7 @@ class ClipResult:
     source: SourceVideo | None
     artifact: Artifact | None
     fetch_error: str | None = None
+    fallback_reason: str | None = None  # why a clip was not cut (then copied or referenced)
 
 
 @dataclass(frozen=True)

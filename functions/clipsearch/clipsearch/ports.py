@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import IO, Protocol
 
+from clipsearch.clipping import RangeSource
 from clipsearch.model import (
     Artifact,
     ClipResult,
@@ -48,6 +50,22 @@ class ResultStore(Protocol):
     def upload_stream(
         self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
     ) -> Artifact: ...
+
+    def read_bytes(self, name: str) -> bytes | None: ...
+
+    def write_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
+
+    def find_artifact(self, name: str, mode: str) -> Artifact | None: ...
+
+    def upload_file(
+        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+    ) -> Artifact: ...
+
+
+class RangeOpener(Protocol):
+    def open_range(self, source: SourceVideo) -> RangeSource | None:
+        """A ranged reader of the source video; None when this route cannot read it."""
+        ...
 
 
 class Publisher(Protocol):

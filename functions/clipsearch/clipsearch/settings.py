@@ -15,6 +15,7 @@ API_MAX_IMAGE_BYTES = 20 * 1024 * 1024
 class FetchMode(StrEnum):
     NONE = "none"
     COPY = "copy"
+    CLIP = "clip"
 
 
 class FetchSource(StrEnum):
@@ -47,7 +48,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIPSEARCH_EXCLUDE_PREFIXES", "", "Comma list of query prefixes to skip."),
     Setting("CLIPSEARCH_RESULTS_TOPIC", None, "Topic for outcomes: projects/P/topics/T."),
     Setting("CLIPSEARCH_ERRORS_TOPIC", "", "Topic for error outcomes (empty: results topic)."),
-    Setting("CLIPSEARCH_FETCH_MODE", "copy", "none (references only) or copy (whole video)."),
+    Setting("CLIPSEARCH_FETCH_MODE", "clip", "clip (matching seconds), copy (whole video), none."),
+    Setting("CLIPSEARCH_CLIP_FALLBACK", "copy", "When a clip cannot be cut: copy or none."),
+    Setting("CLIPSEARCH_CLIP_EXACT", "false", "true: trim to the exact start with an edit list."),
+    Setting("CLIPSEARCH_MAX_CLIP_S", "300", "Longest clip we cut, seconds; longer falls back."),
+    Setting("CLIPSEARCH_MAX_INDEX_BYTES", str(64 * 1024 * 1024), "Largest MP4 index we read."),
+    Setting("CLIPSEARCH_INDEX_CACHE_BYTES", str(256 * 1024 * 1024), "In-memory index cache cap."),
     Setting("CLIPSEARCH_FETCH_SOURCE", "auto", "auto, gcs or api: where fetched bytes come from."),
     Setting("CLIPSEARCH_SOURCE_BUCKETS", "mavi-resource", "Comma list of buckets we fetch from."),
     Setting("CLIPSEARCH_CONNECT_TIMEOUT_S", "5", "API connect timeout, seconds."),
@@ -77,6 +83,11 @@ class Settings:
     results_topic: str
     errors_topic: str
     fetch_mode: FetchMode
+    clip_fallback: FetchMode
+    clip_exact: bool
+    max_clip_s: float
+    max_index_bytes: int
+    index_cache_bytes: int
     fetch_source: FetchSource
     source_buckets: frozenset[str]
     connect_timeout_s: float
@@ -124,6 +135,12 @@ class Settings:
                 raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}")
             return raw
 
+        def flag(name: str) -> bool:
+            raw = get(name).lower()
+            if raw not in ("true", "false", "1", "0", "yes", "no"):
+                raise ConfigError(f"{name} must be true or false, got {raw!r}")
+            return raw in ("true", "1", "yes")
+
         results_topic = get("CLIPSEARCH_RESULTS_TOPIC")
         max_image = int(number("CLIPSEARCH_MAX_IMAGE_BYTES", int, 1))
         if max_image > API_MAX_IMAGE_BYTES:
@@ -142,6 +159,11 @@ class Settings:
             results_topic=results_topic,
             errors_topic=get("CLIPSEARCH_ERRORS_TOPIC") or results_topic,
             fetch_mode=FetchMode(choice("CLIPSEARCH_FETCH_MODE", FetchMode)),
+            clip_fallback=FetchMode(choice("CLIPSEARCH_CLIP_FALLBACK", FetchMode)),
+            clip_exact=flag("CLIPSEARCH_CLIP_EXACT"),
+            max_clip_s=number("CLIPSEARCH_MAX_CLIP_S", float, 0.1),
+            max_index_bytes=int(number("CLIPSEARCH_MAX_INDEX_BYTES", int, 1024)),
+            index_cache_bytes=int(number("CLIPSEARCH_INDEX_CACHE_BYTES", int, 0)),
             fetch_source=FetchSource(choice("CLIPSEARCH_FETCH_SOURCE", FetchSource)),
             source_buckets=frozenset(_split(get("CLIPSEARCH_SOURCE_BUCKETS"))),
             connect_timeout_s=number("CLIPSEARCH_CONNECT_TIMEOUT_S", float, 0.001),
@@ -152,6 +174,8 @@ class Settings:
             max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
             log_level=get("CLIPSEARCH_LOG_LEVEL").upper(),
         )
+        if settings.clip_fallback is FetchMode.CLIP:
+            raise ConfigError("CLIPSEARCH_CLIP_FALLBACK must be copy or none")
         settings.check_no_feedback_loop()
         for topic in (settings.results_topic, settings.errors_topic):
             if not topic.startswith("projects/") or "/topics/" not in topic:

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import IO
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 
+from clipsearch.clipping import GcsRangeSource, RangeSource
 from clipsearch.errors import PermanentError, Reason, TransientError
 from clipsearch.model import Artifact, SourceVideo
 
 SOURCE_KEY = "clipsearch-source"  # custom metadata on a copy: where it came from
+# Custom metadata on a clip: what it really holds, so a reused clip reports the same.
+CLIP_KEYS = ("clipsearch-start", "clipsearch-end", "clipsearch-snapped", "clipsearch-poster")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # memory held while streaming a download into GCS
 
 
@@ -49,7 +53,40 @@ class GcsResultStore:
         return f"gs://{self.bucket}/{name}"
 
     def _artifact(self, blob: storage.Blob, mode: str, reused: bool) -> Artifact:
-        return Artifact(self.bucket, blob.name, mode, int(blob.size or 0), reused)
+        meta = blob.metadata or {}
+        start, end, snapped, poster = (meta.get(key) for key in CLIP_KEYS)
+        return Artifact(
+            self.bucket,
+            blob.name,
+            mode,
+            int(blob.size or 0),
+            reused,
+            start_time=float(start) if start else None,
+            end_time=float(end) if end else None,
+            keyframe_snapped=snapped == "true" if snapped else None,
+            poster_uri=poster or None,
+        )
+
+    def read_bytes(self, name: str) -> bytes | None:
+        try:
+            return bytes(self._bucket.blob(name).download_as_bytes())
+        except gexc.NotFound:
+            return None
+
+    def write_bytes(self, name: str, data: bytes, content_type: str) -> None:
+        self._bucket.blob(name).upload_from_string(data, content_type=content_type)
+
+    def find_artifact(self, name: str, mode: str) -> Artifact | None:
+        blob = self._bucket.get_blob(name)
+        return None if blob is None else self._artifact(blob, mode, reused=True)
+
+    def upload_file(
+        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+    ) -> Artifact:
+        blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+        blob.metadata = metadata
+        blob.upload_from_filename(str(path), content_type=content_type)
+        return self._artifact(blob, mode, reused=False)
 
     def find_copy(self, name: str, source_id: str) -> Artifact | None:
         blob = self._bucket.get_blob(name)
@@ -90,3 +127,21 @@ class GcsResultStore:
             ) from None
         blob.reload()
         return self._artifact(blob, "copy", reused=False)
+
+
+class GcsSources:
+    """Ranged reads of source videos straight from Cloud Storage, when our identity may read."""
+
+    def __init__(self, client: storage.Client) -> None:
+        self._client = client
+
+    def open_range(self, source: SourceVideo) -> RangeSource | None:
+        try:
+            blob = self._client.bucket(source.bucket).get_blob(source.blob)
+        except gexc.Forbidden:
+            return None
+        if blob is None or blob.generation is None or blob.size is None:
+            return None
+        return GcsRangeSource(
+            self._client, source.bucket, source.blob, int(blob.generation), size=int(blob.size)
+        )

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 import requests
 
+from clipsearch.clipping import HttpRangeSource, RangeSource
 from clipsearch.core import api
 from clipsearch.errors import TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
@@ -110,13 +111,26 @@ class HttpSearchApi:
         metadata: VideoMetadata = self._retrying("get_metadata", once)
         return metadata
 
-    @contextmanager
-    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+    def _download_url(self, source: SourceVideo) -> str:
         # The endpoint wants the slashes in `blob` as they are.
-        url = (
+        return (
             f"{self._download_base}{api.DOWNLOAD_PATH}?bucket={quote(source.bucket, safe='')}"
             f"&blob={quote(source.blob, safe='/')}"
         )
+
+    def open_range(self, source: SourceVideo) -> RangeSource:
+        """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
+        return HttpRangeSource(
+            self._session,
+            self._download_url(source),
+            {"Authorization": self._key},
+            cache_key=f"{source.uri}@download",
+            timeout=self._timeouts,
+        )
+
+    @contextmanager
+    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+        url = self._download_url(source)
 
         def once() -> requests.Response:
             response = self._request("GET", url, stream=True)

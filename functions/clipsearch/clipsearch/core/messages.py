@@ -43,11 +43,16 @@ def _clip_section(clip: ClipResult) -> dict[str, Any]:
                 "mode": artifact.mode,
                 "size": artifact.size,
                 "reused": artifact.reused,
+                "start_time": artifact.start_time,
+                "end_time": artifact.end_time,
+                "keyframe_snapped": artifact.keyframe_snapped,
+                "poster_uri": artifact.poster_uri,
             }
             if artifact
             else None
         ),
         "fetch_error": clip.fetch_error,
+        "fallback_reason": clip.fallback_reason,
     }
 
 

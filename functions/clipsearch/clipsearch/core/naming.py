@@ -22,3 +22,24 @@ def video_copy_name(prefix: str, source_bucket: str, source_blob: str) -> str:
 
 def result_name(prefix: str, query_bucket: str, query_object: str, generation: int) -> str:
     return f"{prefix}results/{query_bucket}/{query_object}/{generation}.json"
+
+
+def clip_name(
+    prefix: str,
+    source_bucket: str,
+    source_blob: str,
+    version: str,
+    start: float,
+    end: float,
+    exact: bool,
+) -> str:
+    """One name per (source version, requested range, mode): a repeat query reuses the clip."""
+    suffix = "-exact" if exact else ""
+    return (
+        f"{prefix}clips/{source_bucket}/{source_blob}/{version}/{start:.3f}-{end:.3f}{suffix}.mp4"
+    )
+
+
+def index_name(prefix: str, cache_key: str) -> str:
+    """The sidecar holding a source's parsed MP4 index, shared by every instance."""
+    return f"{prefix}index/{cache_key.removeprefix('gs://').replace('#', '/')}.idx"
