@@ -20,6 +20,7 @@ locals {
   # Where the function keeps its per-query result records (the idempotency records) and the
   # fetched videos: both under the outputs prefix of the results bucket (core/naming.py).
   results_records_prefix = "${var.results_prefix}results/"
+  idempotency_prefix     = "${var.results_prefix}records/"
   videos_prefix          = "${var.results_prefix}videos/"
   clips_prefix           = "${var.results_prefix}clips/"
 
@@ -52,7 +53,13 @@ locals {
     CLIPSEARCH_LOG_LEVEL          = var.log_level
     # The rate limiter's inputs: the same variables size the function (function.tf), so the
     # account-wide budget is split over exactly the instances that can exist.
-    CLIPSEARCH_SEARCH_RATE_PER_S = tostring(var.search_rate_per_s)
-    CLIPSEARCH_MAX_INSTANCES     = tostring(var.max_instances)
+    CLIPSEARCH_SEARCH_RATE_PER_S     = tostring(var.search_rate_per_s)
+    CLIPSEARCH_DOWNLOAD_RATE_PER_MIN = tostring(var.download_rate_per_min)
+    CLIPSEARCH_MAX_INSTANCES         = tostring(var.max_instances)
+    # The idempotency lease and the event deadline follow the platform's timeout.
+    CLIPSEARCH_FUNCTION_TIMEOUT_S = tostring(var.timeout_seconds)
+    CLIPSEARCH_MAX_EVENT_AGE_S    = tostring(var.max_event_age_s)
+    CLIPSEARCH_UNINDEXED_WINDOW_S = tostring(var.unindexed_window_s)
+    CLIPSEARCH_MAX_FETCH_BYTES    = tostring(var.max_fetch_bytes)
   }
 }

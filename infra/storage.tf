@@ -63,11 +63,11 @@ resource "google_storage_bucket" "results" {
     }
   }
 
-  # Result records double as idempotency records: kept longer than any redelivery window.
+  # Result JSON and idempotency records: kept longer than any redelivery window.
   lifecycle_rule {
     condition {
       age            = var.result_retention_days
-      matches_prefix = [local.results_records_prefix]
+      matches_prefix = [local.results_records_prefix, local.idempotency_prefix]
     }
     action {
       type = "Delete"

@@ -374,3 +374,43 @@ variable "example_max_delivery_attempts" {
     error_message = "example_max_delivery_attempts must be between 5 and 100 (Pub/Sub's limits)."
   }
 }
+
+variable "download_rate_per_min" {
+  description = "CLIPSEARCH_DOWNLOAD_RATE_PER_MIN: the account-wide download rate limit (every ranged read counts), split over max_instances like the search rate."
+  type        = number
+  default     = 12
+  validation {
+    condition     = var.download_rate_per_min > 0
+    error_message = "download_rate_per_min must be > 0."
+  }
+}
+
+variable "max_event_age_s" {
+  description = "CLIPSEARCH_MAX_EVENT_AGE_S: an upload older than this (seconds) ends in the error outcome event_too_old instead of being retried again."
+  type        = number
+  default     = 3600
+  validation {
+    condition     = var.max_event_age_s >= 60
+    error_message = "max_event_age_s must be at least 60."
+  }
+}
+
+variable "unindexed_window_s" {
+  description = "CLIPSEARCH_UNINDEXED_WINDOW_S: how long (seconds since upload) a query on a video that is still being indexed is retried before it ends in video_not_indexed."
+  type        = number
+  default     = 1800
+  validation {
+    condition     = var.unindexed_window_s >= 0
+    error_message = "unindexed_window_s must be >= 0."
+  }
+}
+
+variable "max_fetch_bytes" {
+  description = "CLIPSEARCH_MAX_FETCH_BYTES: cap on bytes fetched for one query (whole-video copies over it are refused per clip)."
+  type        = number
+  default     = 10737418240
+  validation {
+    condition     = var.max_fetch_bytes >= 1
+    error_message = "max_fetch_bytes must be positive."
+  }
+}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import IO
 
 from clipsearch.clipping import FileRangeSource, RangeSource
-from clipsearch.errors import PermanentError, Reason
+from clipsearch.errors import FetchRefused, PermanentError, Reason
+from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
 
 
@@ -51,10 +53,12 @@ class FakeStorage:
             return Artifact(self.bucket, name, "copy", len(obj.data), reused=True)
         return None
 
-    def copy_from_gcs(self, source: SourceVideo, name: str) -> Artifact | None:
+    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
         src = self.objects.get((source.bucket, source.blob))
         if src is None or not self.readable_sources:
             return None
+        if len(src.data) > max_bytes:
+            raise FetchRefused(f"{len(src.data)} bytes is over the per-query fetch cap")
         source_id = f"{source.uri}#{src.generation}"
         existing = self.find_copy(name, source_id)
         if existing:
@@ -139,21 +143,21 @@ class FakeSearchApi:
         self.downloads: dict[SourceVideo, bytes] = {}
         self.metadata_calls = 0
 
-    def search(self, query: Query, image: bytes) -> list[Hit]:
+    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]:
         self.searches.append((query, image))
         item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
         if isinstance(item, Exception):
             raise item
         return item
 
-    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata:
+    def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata:
         self.metadata_calls += 1
         if video_no not in self.metadata:
             raise PermanentError(Reason.API_INVALID_REQUEST, "API code 0001: no such video")
         return self.metadata[video_no]
 
     @contextmanager
-    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+    def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
         if source not in self.downloads:
             raise PermanentError(Reason.API_REJECTED, "Resource does not exist")
         data = self.downloads[source]
@@ -177,3 +181,34 @@ class FakePublisher:
             raise self.fail_with
         self.messages.append(Published(topic, data, attributes))
         return str(len(self.messages))
+
+
+class MemoryRecordStore:
+    """Idempotency records in a dict, with the same compare-and-swap rules as GCS."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, tuple[Record, int]] = {}
+        self._next = 1
+        self._lock = threading.Lock()
+
+    def create(self, key: str, record: Record) -> int | None:
+        with self._lock:
+            if key in self.records:
+                return None
+            return self._put(key, record)
+
+    def read(self, key: str) -> tuple[Record, int] | None:
+        with self._lock:
+            return self.records.get(key)
+
+    def replace(self, key: str, record: Record, generation: int) -> int | None:
+        with self._lock:
+            current = self.records.get(key)
+            if current is None or current[1] != generation:
+                return None
+            return self._put(key, record)
+
+    def _put(self, key: str, record: Record) -> int:
+        self._next += 1
+        self.records[key] = (Record.loads(record.dumps()), self._next)
+        return self._next

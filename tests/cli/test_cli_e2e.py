@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from clipsearch_cli.report import play_range
 
 from clipsearch.contract import to_avro_json, validate_message
 from clipsearch.core.naming import result_name
@@ -229,6 +230,8 @@ def test_report_clips_load_and_play_in_chromium(stack, video, tmp_path, embed):
     if embed:
         assert html.count('poster="report_files/poster-') == len(body["clips"])
     else:
+        posters = [c for c in body["clips"] if (c.get("artifact") or {}).get("poster_uri")]
+        assert html.count(' poster="http://127.0.0.1:') == len(posters)
         assert f"http://127.0.0.1:{stack.gcs.port}/download/storage/v1/b/" in html  # type: ignore[union-attr]
     played = _selftest(page, tmp_path)
     assert len(played) == len(body["clips"])
@@ -236,4 +239,5 @@ def test_report_clips_load_and_play_in_chromium(stack, video, tmp_path, embed):
         assert video_state["error"] is None, video_state
         assert video_state["played"], video_state
         assert video_state["readyState"] >= 2, video_state  # HAVE_CURRENT_DATA or better
-        assert video_state["currentTime"] >= clip["start_time"], video_state
+        assert video_state["start"] == pytest.approx(play_range(clip)[0], abs=1e-3)
+        assert video_state["currentTime"] >= video_state["start"], video_state

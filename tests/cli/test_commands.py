@@ -545,3 +545,24 @@ def test_env_file_parsing_and_precedence(tmp_path, monkeypatch):
     (tmp_path / "broken").write_text("no equals sign\n")
     with pytest.raises(Exception, match="expected KEY=VALUE"):
         parse_env_file(tmp_path / "broken")
+
+
+def test_report_plays_a_cut_clip_in_its_own_time_line_with_its_stored_poster(tmp_path):
+    storage = FakeStorage()
+    message = _published(storage, "a.jpg", clips=[(28.5, 36.5, 0.9)])
+    message["clips"][0]["artifact"].update(
+        {
+            "mode": "clip",
+            "object": "clipsearch/clips/x/28.500-36.500.mp4",
+            "start_time": 27.7,
+            "end_time": 36.5,
+            "poster_uri": "gs://results/clipsearch/clips/x/28.500-36.500.jpg",
+        }
+    )
+    source = tmp_path / "o.json"
+    source.write_text(json.dumps(message))
+    out = tmp_path / "r.html"
+    assert run("report", str(source), "-o", str(out), storage=storage).code == 0
+    page = out.read_text()
+    assert 'src="http://media.test/results/clipsearch/clips/x/28.500-36.500.mp4#t=0.8,8.8"' in page
+    assert 'poster="http://media.test/results/clipsearch/clips/x/28.500-36.500.jpg"' in page

@@ -17,10 +17,11 @@ from cloudevents.http import CloudEvent
 
 from clipsearch import entrypoint, logs
 from clipsearch.bootstrap import build_fetcher
+from clipsearch.idempotency import Idempotency
 from clipsearch.contract import from_avro_json, validate_message
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import Settings
-from tests.fakes import FakePublisher, FakeSearchApi, FakeStorage, FileSources
+from tests.fakes import FakePublisher, FakeSearchApi, FakeStorage, FileSources, MemoryRecordStore
 
 MAIN = Path(__file__).parents[2] / "functions" / "clipsearch" / "main.py"
 API_KEY = "sk-mavi-functional-SECRET-key"
@@ -43,6 +44,7 @@ class Harness:
     publisher: FakePublisher
     log: io.StringIO
     settings: Settings
+    records: MemoryRecordStore
 
     def deliver(
         self,
@@ -56,6 +58,7 @@ class Harness:
         size: int | None = None,
         bucket: str = "queries",
         store: bool = True,
+        event_time: str | None = None,
     ) -> Any:
         if data is not None and store:
             self.storage.put(bucket, name, data, generation)
@@ -75,6 +78,7 @@ class Harness:
                 "type": event_type,
                 "source": f"//storage.googleapis.com/projects/_/buckets/{bucket}",
                 "traceparent": TRACEPARENT,
+                **({"time": event_time} if event_time else {}),
             },
             resource,
         )
@@ -105,8 +109,10 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
         api: FakeSearchApi,
         gcs: FileSources | None = None,
         download: FileSources | None = None,
+        records: MemoryRecordStore | None = None,
         **env: str,
     ) -> Harness:
+        records = records or MemoryRecordStore()
         gcs = gcs or FileSources()
         download = download or FileSources()
         settings = Settings.from_env({**ENV, **env})
@@ -124,10 +130,11 @@ def make_harness() -> Iterator[Callable[..., Harness]]:
             fetcher=fetcher,
             results=storage,
             publisher=publisher,
+            idempotency=Idempotency(records, lease_s=settings.function_timeout_s),
             logger=logger,
         )
         entrypoint.SERVICE.install(service)
-        return Harness(app.test_client(), storage, api, publisher, log, settings)
+        return Harness(app.test_client(), storage, api, publisher, log, settings, records)
 
     yield build
     entrypoint.SERVICE.reset()

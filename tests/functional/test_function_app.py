@@ -179,7 +179,9 @@ def test_object_replaced_or_deleted_before_reading_is_object_gone(make_harness):
     ],
 )
 def test_permanent_api_refusals_end_in_an_error_outcome(make_harness, reason, severity):
-    h = make_harness(FakeSearchApi(PermanentError(reason, f"API code: {reason}")))
+    api = FakeSearchApi(PermanentError(reason, f"API code: {reason}"))
+    api.metadata["V1"] = VideoMetadata("V1", "PARSE", 60.0, SRC)  # nothing to refine
+    h = make_harness(api)
     assert h.deliver("a.jpg", image_bytes()).status_code == 200
     [message] = h.messages("errors")
     assert message["error"]["reason"] == reason.value

@@ -28,7 +28,7 @@ from tests.infra.hcl import (
 SECRET_SETTING = "CLIPSEARCH_API_KEY"
 # Settings the rate-limiter issue adds to clipsearch/settings.py. Terraform already wires them;
 # once they are in SETTINGS this set no longer matters (and can be emptied).
-PENDING_SETTINGS = {"CLIPSEARCH_SEARCH_RATE_PER_S", "CLIPSEARCH_MAX_INSTANCES"}
+PENDING_SETTINGS: set[str] = set()
 
 FUNCTION = ("google_cloudfunctions2_function", "clipsearch")
 RUNTIME_SA = "google_service_account.runtime"
@@ -114,6 +114,9 @@ def test_instance_cap_and_concurrency_come_from_the_rate_limiter_variables() -> 
     # Memory and timeout are set (sized for clip cutting), not left to defaults.
     assert service["available_memory"] == "${var.memory}"
     assert service["timeout_seconds"] == "${var.timeout_seconds}"
+    # ...and the function's deadline and idempotency lease follow that same timeout.
+    env = config()["locals"]["function_env"]
+    assert env["CLIPSEARCH_FUNCTION_TIMEOUT_S"] == "${tostring(var.timeout_seconds)}"
 
 
 # ---- settings wiring ----------------------------------------------------------------------

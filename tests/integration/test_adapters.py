@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,11 @@ from tests.integration.conftest import PROJECT
 
 pytestmark = pytest.mark.integration
 KEY = "sk-mavi-integration-SECRET"
+
+
+def far() -> float:
+    """A deadline that does not bind."""
+    return time.monotonic() + 600
 
 
 def fresh_bucket(client: storage.Client, stem: str) -> storage.Bucket:
@@ -66,18 +72,18 @@ def test_result_store_copies_once_per_source_generation(storage_client):
     src.upload_from_string(b"v" * 3000, content_type="video/mp4")
     store = GcsResultStore(storage_client, results.name)
     video = SourceVideo(source.name, "V1.mp4")
-    first = store.copy_from_gcs(video, "videos/V1.mp4")
+    first = store.copy_from_gcs(video, "videos/V1.mp4", 10**9)
     assert first is not None
     assert (first.size, first.reused) == (3000, False)
     assert results.blob("videos/V1.mp4").download_as_bytes() == b"v" * 3000
-    again = store.copy_from_gcs(video, "videos/V1.mp4")
+    again = store.copy_from_gcs(video, "videos/V1.mp4", 10**9)
     assert again is not None
     assert again.reused
     src.upload_from_string(b"w" * 10, content_type="video/mp4")  # a new generation: copy anew
-    third = store.copy_from_gcs(video, "videos/V1.mp4")
+    third = store.copy_from_gcs(video, "videos/V1.mp4", 10**9)
     assert third is not None
     assert (third.size, third.reused) == (10, False)
-    assert store.copy_from_gcs(SourceVideo(source.name, "missing.mp4"), "videos/x") is None
+    assert store.copy_from_gcs(SourceVideo(source.name, "missing.mp4"), "videos/x", 10**9) is None
 
 
 def test_result_store_streams_uploads_and_writes_json(storage_client):
@@ -164,7 +170,7 @@ def query(name: str = "q.jpg", video_no: str = "V1", prompt: str = "p") -> Query
 
 def test_search_finds_the_moment_of_a_frame(standin, sample_video):
     api = client_for(standin)
-    hits = api.search(query(), query_image_bytes(sample_video.path, 17.0))
+    hits = api.search(query(), query_image_bytes(sample_video.path, 17.0), far())
     assert hits
     assert hits[0].start_time <= 17.0 <= hits[0].end_time
     assert hits[0].source is not None
@@ -174,13 +180,13 @@ def test_search_finds_the_moment_of_a_frame(standin, sample_video):
 
 def test_wrong_key_is_unauthorized(standin):
     with pytest.raises(PermanentError) as info:
-        client_for(standin, key="sk-mavi-wrong").search(query(), image_bytes())
+        client_for(standin, key="sk-mavi-wrong").search(query(), image_bytes(), far())
     assert info.value.reason is Reason.API_UNAUTHORIZED
 
 
 def test_unknown_video_is_an_invalid_request_after_one_quick_retry(standin):
     with pytest.raises(PermanentError) as info:
-        client_for(standin).search(query(video_no="VI-nope"), image_bytes())
+        client_for(standin).search(query(video_no="VI-nope"), image_bytes(), far())
     assert info.value.reason is Reason.API_INVALID_REQUEST
     assert standin.stats.requests["search_clips_by_image"] == 2
     assert standin.stats.billed_searches == 0
@@ -192,7 +198,7 @@ def test_unknown_video_is_an_invalid_request_after_one_quick_retry(standin):
 def test_transient_failures_are_retried_then_succeed(standin, sample_video, failure):
     standin.knobs.merge({"fail_next": [failure]})
     api = client_for(standin, read_timeout=1.5)
-    hits = api.search(query(), query_image_bytes(sample_video.path, 5.0))
+    hits = api.search(query(), query_image_bytes(sample_video.path, 5.0), far())
     assert hits
     assert standin.stats.billed_searches == 1
 
@@ -200,7 +206,7 @@ def test_transient_failures_are_retried_then_succeed(standin, sample_video, fail
 def test_persistent_transient_failure_gives_up_within_attempts(standin):
     standin.knobs.merge({"fail_next": [503, 503, 503, 503]})
     with pytest.raises(TransientError):
-        client_for(standin, attempts=3).search(query(), image_bytes())
+        client_for(standin, attempts=3).search(query(), image_bytes(), far())
     assert standin.stats.requests["search_clips_by_image"] == 3
 
 
@@ -209,7 +215,7 @@ def test_rate_limit_is_honoured_by_backing_off(standin, sample_video):
     api = client_for(standin, attempts=6)
     image = query_image_bytes(sample_video.path, 3.0)
     for _ in range(3):
-        assert api.search(query(), image)
+        assert api.search(query(), image, far())
     assert standin.stats.billed_searches == 3
     assert standin.stats.responses.get("0429", 0) >= 1
 
@@ -217,31 +223,34 @@ def test_rate_limit_is_honoured_by_backing_off(standin, sample_video):
 def test_credits_and_disabled_account_are_permanent(standin):
     standin.knobs.merge({"credits": 0})
     with pytest.raises(PermanentError) as info:
-        client_for(standin).search(query(), image_bytes())
+        client_for(standin).search(query(), image_bytes(), far())
     assert info.value.reason is Reason.API_INSUFFICIENT_CREDITS
     standin.knobs.merge({"credits": None, "disabled": True})
     with pytest.raises(PermanentError) as info:
-        client_for(standin).search(query(), image_bytes())
+        client_for(standin).search(query(), image_bytes(), far())
     assert info.value.reason is Reason.API_ACCOUNT_DISABLED
 
 
 def test_video_metadata_and_download(standin, sample_video):
     api = client_for(standin)
-    meta = api.video_metadata("V1", "default")
+    meta = api.video_metadata("V1", "default", far())
     assert meta.status == "PARSE"
     assert meta.source is not None
-    with api.open_download(meta.source) as download:
+    with api.open_download(meta.source, far()) as download:
         data = download.stream.read()
     assert data == Path(sample_video.path).read_bytes()
     assert download.size == len(data)
-    with pytest.raises(PermanentError), api.open_download(SourceVideo(meta.source.bucket, "nope")):
+    with (
+        pytest.raises(PermanentError),
+        api.open_download(SourceVideo(meta.source.bucket, "nope"), far()),
+    ):
         pass
 
 
 def test_key_never_logged_by_the_client(standin, caplog):
     caplog.set_level(logging.DEBUG)
     standin.knobs.merge({"fail_next": [503]})
-    client_for(standin).search(query(), image_bytes())
+    client_for(standin).search(query(), image_bytes(), far())
     assert KEY not in caplog.text
     assert "503" in caplog.text
 

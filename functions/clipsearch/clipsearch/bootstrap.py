@@ -10,12 +10,15 @@ from collections.abc import Mapping
 from google.cloud import pubsub_v1, storage
 
 from clipsearch import logs
-from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore, GcsSources
+from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import IndexCache
+from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
+from clipsearch.idempotency import Idempotency, RecordStore
 from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi
+from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
@@ -32,6 +35,7 @@ def build_service(
     publisher: Publisher | None = None,
     api: SearchApi | None = None,
     download: RangeOpener | None = None,
+    records: RecordStore | None = None,
     logger: logging.Logger | None = None,
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
@@ -48,6 +52,9 @@ def build_service(
             timeouts=(settings.connect_timeout_s, settings.read_timeout_s),
             retry=RetryPolicy(settings.retry_attempts, settings.retry_budget_s),
             logger=logger,
+            # One limiter per instance, shared by its concurrent events (this is a singleton).
+            search_limiter=RateLimiter(settings.instance_search_rate, what="search"),
+            download_limiter=RateLimiter(settings.instance_download_rate, what="download"),
         )
     results = GcsResultStore(storage_client, settings.results_bucket)
     fetcher = build_fetcher(
@@ -65,6 +72,13 @@ def build_service(
         fetcher=fetcher,
         results=results,
         publisher=publisher,
+        idempotency=Idempotency(
+            records
+            or GcsRecordStore(
+                storage_client, settings.results_bucket, record_prefix(settings.results_prefix)
+            ),
+            lease_s=settings.function_timeout_s,
+        ),
         logger=logger,
     )
 
@@ -90,6 +104,7 @@ def build_fetcher(
             source_mode=settings.fetch_source,
             prefix=settings.results_prefix,
             logger=logger,
+            max_bytes=settings.max_fetch_bytes,
         )
     if download is None:
         raise TypeError("clip mode needs a download route (the API's ranged download)")

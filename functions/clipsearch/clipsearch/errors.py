@@ -30,6 +30,10 @@ class Reason(StrEnum):
     API_ACCOUNT_DISABLED = "api_account_disabled"
     API_PERMISSION_DENIED = "api_permission_denied"
     API_REJECTED = "api_rejected"
+    VIDEO_NOT_FOUND = "video_not_found"
+    VIDEO_NOT_INDEXED = "video_not_indexed"
+    VIDEO_PARSE_ERROR = "video_parse_error"
+    EVENT_TOO_OLD = "event_too_old"
     BAD_EVENT = "bad_event"
 
 
@@ -65,3 +69,7 @@ class TransientError(ClipSearchError):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class FetchRefused(ClipSearchError):
+    """This source may not be fetched for this query (e.g. over the per-query byte cap)."""

@@ -21,14 +21,18 @@ from clipsearch.clipping import (
     poster_frame,
 )
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
-from clipsearch.errors import PermanentError, TransientError
+from clipsearch.errors import FetchRefused, PermanentError, TransientError
 from clipsearch.model import Artifact, ClipResult, Hit, Query, SourceVideo
 from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
 from clipsearch.settings import FetchSource
 
 
 def resolve_sources(
-    query: Query, hits: list[Hit], api: SearchApi, allowed_buckets: frozenset[str]
+    query: Query,
+    hits: list[Hit],
+    api: SearchApi,
+    allowed_buckets: frozenset[str],
+    deadline: float,
 ) -> list[tuple[SourceVideo | None, str | None]]:
     """Each hit's source video, or why it has none we may fetch.
 
@@ -38,7 +42,7 @@ def resolve_sources(
     fallback_error: str | None = None
     if any(hit.source is None for hit in hits):
         try:
-            fallback = api.video_metadata(query.video_no, query.unique_id).source
+            fallback = api.video_metadata(query.video_no, query.unique_id, deadline).source
         except PermanentError as error:
             fallback_error = f"location unresolved: {error.reason}"
         if fallback is None and fallback_error is None:
@@ -64,8 +68,8 @@ class ReferenceFetcher:
         self._api = api
         self._allowed = allowed_buckets
 
-    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed)
+    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         return [
             ClipResult(rank, hit, source, None, error)
             for rank, (hit, (source, error)) in enumerate(zip(hits, resolved, strict=True), 1)
@@ -84,6 +88,7 @@ class CopyFetcher:
         source_mode: FetchSource,
         prefix: str,
         logger: logging.Logger,
+        max_bytes: int,
     ) -> None:
         self._api = api
         self._results = results
@@ -91,16 +96,17 @@ class CopyFetcher:
         self._source_mode = source_mode
         self._prefix = prefix
         self._log = logger
+        self._max_bytes = max_bytes
 
-    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed)
+    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         fetched: dict[SourceVideo, Artifact | str] = {}
         clips = []
         for rank, (hit, (source, refusal)) in enumerate(zip(hits, resolved, strict=True), 1):
             outcome: Artifact | str | None = refusal
             if source is not None and refusal is None:
                 if source not in fetched:
-                    fetched[source] = self._copy(source)
+                    fetched[source] = self._copy(source, deadline)
                 outcome = fetched[source]
             if isinstance(outcome, Artifact):
                 clips.append(ClipResult(rank, hit, source, outcome, None))
@@ -108,10 +114,13 @@ class CopyFetcher:
                 clips.append(ClipResult(rank, hit, source, None, outcome))
         return clips
 
-    def _copy(self, source: SourceVideo) -> Artifact | str:
+    def _copy(self, source: SourceVideo, deadline: float) -> Artifact | str:
         name = video_copy_name(self._prefix, source.bucket, source.blob)
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
-            artifact = self._results.copy_from_gcs(source, name)
+            try:
+                artifact = self._results.copy_from_gcs(source, name, self._max_bytes)
+            except FetchRefused as refusal:
+                return str(refusal)
             if artifact is not None:
                 return artifact
             if self._source_mode is FetchSource.GCS:
@@ -121,7 +130,9 @@ class CopyFetcher:
         if existing is not None:
             return existing
         try:
-            with self._api.open_download(source) as download:
+            with self._api.open_download(source, deadline) as download:
+                if download.size is not None and download.size > self._max_bytes:
+                    return f"{download.size} bytes is over the per-query fetch cap"
                 return self._results.upload_stream(
                     name, download.stream, download.size, download.content_type, source.uri
                 )
@@ -170,8 +181,8 @@ class ClipFetcher:
         self._log = logger
         self._workdir = workdir
 
-    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed)
+    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         clips: dict[int, ClipResult] = {}
         by_source: dict[SourceVideo, list[int]] = {}
         for i, (hit, (source, refusal)) in enumerate(zip(hits, resolved, strict=True)):
@@ -194,7 +205,7 @@ class ClipFetcher:
                     fallbacks[i] = outcome.reason.value
         if fallbacks:
             order = sorted(fallbacks)
-            done = self._fallback.fetch(query, [hits[i] for i in order])
+            done = self._fallback.fetch(query, [hits[i] for i in order], deadline)
             for i, result in zip(order, done, strict=True):
                 clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i])
         return [clips[i] for i in range(len(hits))]

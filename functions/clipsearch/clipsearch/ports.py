@@ -25,11 +25,15 @@ class ImageReader(Protocol):
 
 
 class SearchApi(Protocol):
-    def search(self, query: Query, image: bytes) -> list[Hit]: ...
+    """Every call takes the event's deadline (time.monotonic): waits and retries end there."""
 
-    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata: ...
+    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]: ...
 
-    def open_download(self, source: SourceVideo) -> AbstractContextManager[DownloadStream]: ...
+    def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata: ...
+
+    def open_download(
+        self, source: SourceVideo, deadline: float
+    ) -> AbstractContextManager[DownloadStream]: ...
 
 
 class ResultStore(Protocol):
@@ -43,8 +47,11 @@ class ResultStore(Protocol):
         """An earlier copy of that source under that name, if one is there."""
         ...
 
-    def copy_from_gcs(self, source: SourceVideo, name: str) -> Artifact | None:
-        """Server-side copy; None when the source is not readable with our identity."""
+    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
+        """Server-side copy; None when the source is not readable with our identity.
+
+        Raises FetchRefused when the source is larger than `max_bytes`.
+        """
         ...
 
     def upload_stream(
@@ -75,4 +82,4 @@ class Publisher(Protocol):
 
 
 class Fetcher(Protocol):
-    def fetch(self, query: Query, hits: list[Hit]) -> list[ClipResult]: ...
+    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]: ...

@@ -28,6 +28,7 @@ def call_with_retries(
     sleep: Callable[[float], None],
     rng: random.Random | None = None,
     on_retry: Callable[[int, Exception, float], None] | None = None,
+    deadline: float | None = None,
 ) -> T:
     """Run `call`; retry TransientError (and a PermanentError marked retry_once, once).
 
@@ -35,7 +36,8 @@ def call_with_retries(
     the time budget: the caller's trigger then redelivers with its own backoff.
     """
     rng = rng or random.Random()
-    deadline = clock() + policy.budget_s
+    budget_end = clock() + policy.budget_s
+    deadline = budget_end if deadline is None else min(deadline, budget_end)
     retried_once = False
     attempt = 1
     while True:

@@ -11,19 +11,20 @@ from typing import Any
 
 from clipsearch.contract import to_avro_json
 from clipsearch.core import messages
-from clipsearch.core.events import parse_finalized_event
+from clipsearch.core.events import event_age_s, parse_finalized_event
 from clipsearch.core.naming import result_name
 from clipsearch.core.validation import check_image_bytes, validate_query
-from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError
+from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError, Reason, TransientError
+from clipsearch.idempotency import Attempt, Finished, Idempotency
 from clipsearch.logs import ALERT, ContextLogger
-from clipsearch.model import ClipResult, Query, QueryObject, Timings
+from clipsearch.model import Hit, Query, QueryObject, Timings
 from clipsearch.ports import Fetcher, ImageReader, Publisher, ResultStore, SearchApi
 from clipsearch.settings import Settings
 
 
 @dataclass(frozen=True)
 class Outcome:
-    status: str  # success | error | skipped
+    status: str  # success | error | skipped | duplicate
     message_id: str | None
     message: dict[str, Any] | None
 
@@ -42,8 +43,10 @@ class ClipSearchService:
         fetcher: Fetcher,
         results: ResultStore,
         publisher: Publisher,
+        idempotency: Idempotency,
         logger: logging.Logger,
         clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], float] = time.time,
         wall_clock: Callable[[], str] = _utc_now,
     ) -> None:
         self.settings = settings
@@ -53,8 +56,10 @@ class ClipSearchService:
         self._fetcher = fetcher
         self._results = results
         self._publisher = publisher
+        self._idempotency = idempotency
         self._log = logger
         self._clock = clock
+        self._now = now
         self._wall_clock = wall_clock
 
     def handle_event(
@@ -67,6 +72,9 @@ class ClipSearchService:
         trace: str | None = None,
     ) -> Outcome:
         started = self._clock()
+        # Leave a margin before the platform's timeout to record and publish what we have.
+        timeout = self._settings.function_timeout_s
+        deadline = started + timeout - min(15.0, timeout * 0.1)
         try:
             obj = parse_finalized_event(
                 event_id, event_type, data, event_time=event_time, trace=trace
@@ -87,28 +95,113 @@ class ClipSearchService:
         if not self._settings.in_scope(obj.bucket, obj.name):
             log.info("skipping gs://%s/%s: outside the configured prefixes", obj.bucket, obj.name)
             return Outcome("skipped", None, None)
+        now = self._now()
+        claim = self._idempotency.claim(obj.key, now)
+        if isinstance(claim, Finished):
+            log.info(
+                "duplicate delivery: the outcome was published already",
+                extra={"status": "duplicate"},
+            )
+            return Outcome("duplicate", claim.record.message_id, claim.record.message)
+        attempt = Attempt(self._idempotency, claim)
+        try:
+            return self._run(obj, attempt, event_age_s(event_time, now), started, deadline, log)
+        except BaseException:
+            attempt.release()  # let the redelivery start at once
+            raise
 
+    def _run(
+        self,
+        obj: QueryObject,
+        attempt: Attempt,
+        age_s: float,
+        started: float,
+        deadline: float,
+        log: ContextLogger,
+    ) -> Outcome:
+        stored = attempt.record
+        if stored.message is not None and stored.topic is not None:
+            log.info("publishing the outcome an earlier attempt stored")
+            return self._publish(attempt, stored.message, stored.topic, log)
         query: Query | None = None
         stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
         mark = started
         try:
+            if stored.hits is None and age_s > self._settings.max_event_age_s:
+                raise PermanentError(
+                    Reason.EVENT_TOO_OLD,
+                    f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
+                    f" ({self._settings.max_event_age_s:.0f}s)",
+                )
             query = validate_query(
                 obj,
                 max_image_bytes=self._settings.max_image_bytes,
                 max_metadata_chars=self._settings.max_metadata_chars,
             )
-            image = self._images.read_image(
-                obj.bucket, obj.name, obj.generation, self._settings.max_image_bytes
-            )
-            check_image_bytes(query, image, self._settings.max_image_bytes)
-            mark = self._lap(stages, "read", mark)
-            hits = self._api.search(query, image)
-            mark = self._lap(stages, "search", mark)
-            clips = self._fetcher.fetch(query, hits)
+            if stored.hits is not None:
+                hits = list(stored.hits)  # searched (and billed) already: never again
+            else:
+                image = self._images.read_image(
+                    obj.bucket, obj.name, obj.generation, self._settings.max_image_bytes
+                )
+                check_image_bytes(query, image, self._settings.max_image_bytes)
+                mark = self._lap(stages, "read", mark)
+                hits = self._search(query, image, age_s, deadline)
+                attempt.store_hits(hits)
+                mark = self._lap(stages, "search", mark)
+            clips = self._fetcher.fetch(query, hits, deadline)
             self._lap(stages, "fetch", mark)
         except PermanentError as error:
-            return self._finish_error(obj, query, error, started, stages, log)
-        return self._finish_success(query, clips, started, stages, log)
+            _, uri = self._result_uri(obj)
+            message = messages.error_message(
+                obj,
+                query,
+                error.reason,
+                error.message,
+                self._timings(started, stages),
+                uri,
+                self._wall_clock(),
+            )
+            topic = self._settings.errors_topic
+        else:
+            _, uri = self._result_uri(obj)
+            message = messages.success_message(
+                query, clips, self._timings(started, stages), uri, self._wall_clock()
+            )
+            topic = self._settings.results_topic
+        attempt.store_outcome(message, topic)
+        return self._publish(attempt, message, topic, log)
+
+    def _search(self, query: Query, image: bytes, age_s: float, deadline: float) -> list[Hit]:
+        """Search; when the API calls the request invalid, ask the video's status why."""
+        try:
+            return self._api.search(query, image, deadline)
+        except PermanentError as error:
+            if error.reason is not Reason.API_INVALID_REQUEST:
+                raise
+            refusal = error
+        try:
+            meta = self._api.video_metadata(query.video_no, query.unique_id, deadline)
+        except PermanentError:
+            raise PermanentError(
+                Reason.VIDEO_NOT_FOUND,
+                f"video_no {query.video_no!r} is unknown in unique_id {query.unique_id!r}"
+                f" ({refusal.message})",
+            ) from None
+        if meta.status == "UNPARSE":
+            if age_s < self._settings.unindexed_window_s:
+                raise TransientError(
+                    f"video {query.video_no} is still being indexed", retry_after_s=60
+                )
+            raise PermanentError(
+                Reason.VIDEO_NOT_INDEXED,
+                f"video {query.video_no} was still not indexed after {age_s:.0f}s",
+            )
+        if meta.status == "PARSE_ERROR":
+            raise PermanentError(
+                Reason.VIDEO_PARSE_ERROR, f"video {query.video_no} failed indexing at the API"
+            )
+        raise refusal
 
     def _lap(self, stages: dict[str, float], stage: str, mark: float) -> float:
         now = self._clock()
@@ -123,63 +216,21 @@ class ClipSearchService:
         name = result_name(self._settings.results_prefix, obj.bucket, obj.name, obj.generation)
         return name, f"gs://{self._results.bucket}/{name}"
 
-    def _finish_success(
-        self,
-        query: Query,
-        clips: list[ClipResult],
-        started: float,
-        stages: dict[str, float],
-        log: ContextLogger,
+    def _publish(
+        self, attempt: Attempt, message: dict[str, Any], topic: str, log: ContextLogger
     ) -> Outcome:
-        name, uri = self._result_uri(query.object)
-        message = messages.success_message(
-            query, clips, self._timings(started, stages), uri, self._wall_clock()
-        )
-        message_id = self._emit(name, message, self._settings.results_topic)
-        log.info(
-            "query answered with %d clips",
-            len(clips),
-            extra={"status": "success", "video_no": query.video_no},
-        )
-        return Outcome("success", message_id, message)
-
-    def _finish_error(
-        self,
-        obj: QueryObject,
-        query: Query | None,
-        error: PermanentError,
-        started: float,
-        stages: dict[str, float],
-        log: ContextLogger,
-    ) -> Outcome:
-        name, uri = self._result_uri(obj)
-        message = messages.error_message(
-            obj,
-            query,
-            error.reason,
-            error.message,
-            self._timings(started, stages),
-            uri,
-            self._wall_clock(),
-        )
-        message_id = self._emit(name, message, self._settings.errors_topic)
-        level = ALERT if error.reason in OPERATOR_ALERT_REASONS else logging.WARNING
-        log.log(
-            level,
-            "query failed: %s",
-            error.message,
-            extra={"status": "error", "reason": error.reason.value},
-        )
-        return Outcome("error", message_id, message)
-
-    def _emit(self, name: str, message: dict[str, Any], topic: str) -> str:
         """Result JSON first, so the URI in the message exists when a subscriber reads it.
 
         The stored JSON is plain; the published body is the same message in Avro's JSON
-        encoding, which the results topic's schema requires (nullable values wrapped).
-
-        The API's own words end up in messages; should they ever echo the key, it is masked.
+        encoding, which the results topic's schema requires (nullable values wrapped). The
+        API's own words end up in messages; should they ever echo the key, it is masked.
         """
+        name = result_name(
+            self._settings.results_prefix,
+            message["query"]["bucket"],
+            message["query"]["object"],
+            int(message["query"]["generation"]),
+        )
         secret = self._settings.api_key.encode()
         stored = messages.encode(message).replace(secret, b"***")
         wire = messages.encode(to_avro_json(message)).replace(secret, b"***")
@@ -188,4 +239,22 @@ class ClipSearchService:
             for k, v in messages.attributes(message).items()
         }
         self._results.write_json(name, stored)
-        return self._publisher.publish(topic, wire, attributes)
+        message_id = self._publisher.publish(topic, wire, attributes)
+        attempt.mark_published(message_id)
+        status = message["status"]
+        if status == "success":
+            log.info(
+                "query answered with %d clips",
+                len(message["clips"]),
+                extra={"status": "success", "video_no": message["query"]["video_no"]},
+            )
+        else:
+            reason = Reason(message["error"]["reason"])
+            level = ALERT if reason in OPERATOR_ALERT_REASONS else logging.WARNING
+            log.log(
+                level,
+                "query failed: %s",
+                message["error"]["message"].replace(self._settings.api_key, "***"),
+                extra={"status": "error", "reason": reason.value},
+            )
+        return Outcome(status, message_id, message)

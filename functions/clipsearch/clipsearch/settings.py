@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
+from urllib.parse import urlsplit
 
 from clipsearch.errors import ConfigError
 
@@ -60,6 +61,15 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIPSEARCH_READ_TIMEOUT_S", "60", "API read timeout, seconds."),
     Setting("CLIPSEARCH_RETRY_ATTEMPTS", "4", "In-process attempts per API call (>= 1)."),
     Setting("CLIPSEARCH_RETRY_BUDGET_S", "60", "Total seconds one API call may spend retrying."),
+    Setting("CLIPSEARCH_SEARCH_RATE_PER_S", "1", "The account's search rate limit, per second."),
+    Setting("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", "12", "The account's download rate, per minute."),
+    Setting("CLIPSEARCH_MAX_INSTANCES", "1", "Max function instances (the deploy's cap)."),
+    Setting(
+        "CLIPSEARCH_FUNCTION_TIMEOUT_S", "540", "The function's timeout: event deadline, lease."
+    ),
+    Setting("CLIPSEARCH_MAX_EVENT_AGE_S", "3600", "Older events end in event_too_old."),
+    Setting("CLIPSEARCH_UNINDEXED_WINDOW_S", "1800", "How long to wait for a video's indexing."),
+    Setting("CLIPSEARCH_MAX_FETCH_BYTES", str(10 * 1024**3), "Cap on bytes fetched per query."),
     Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
     Setting("CLIPSEARCH_MAX_METADATA_CHARS", "2000", "Cap on each metadata value's length."),
     Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "Python log level name."),
@@ -94,6 +104,13 @@ class Settings:
     read_timeout_s: float
     retry_attempts: int
     retry_budget_s: float
+    search_rate_per_s: float
+    download_rate_per_min: float
+    max_instances: int
+    function_timeout_s: float
+    max_event_age_s: float
+    unindexed_window_s: float
+    max_fetch_bytes: int
     max_image_bytes: int
     max_metadata_chars: int
     log_level: str
@@ -170,6 +187,13 @@ class Settings:
             read_timeout_s=number("CLIPSEARCH_READ_TIMEOUT_S", float, 0.001),
             retry_attempts=int(number("CLIPSEARCH_RETRY_ATTEMPTS", int, 1)),
             retry_budget_s=number("CLIPSEARCH_RETRY_BUDGET_S", float, 0),
+            search_rate_per_s=number("CLIPSEARCH_SEARCH_RATE_PER_S", float, 0.001),
+            download_rate_per_min=number("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", float, 0.001),
+            max_instances=int(number("CLIPSEARCH_MAX_INSTANCES", int, 1)),
+            function_timeout_s=number("CLIPSEARCH_FUNCTION_TIMEOUT_S", float, 10),
+            max_event_age_s=number("CLIPSEARCH_MAX_EVENT_AGE_S", float, 1),
+            unindexed_window_s=number("CLIPSEARCH_UNINDEXED_WINDOW_S", float, 0),
+            max_fetch_bytes=int(number("CLIPSEARCH_MAX_FETCH_BYTES", int, 1)),
             max_image_bytes=max_image,
             max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
             log_level=get("CLIPSEARCH_LOG_LEVEL").upper(),
@@ -177,6 +201,7 @@ class Settings:
         if settings.clip_fallback is FetchMode.CLIP:
             raise ConfigError("CLIPSEARCH_CLIP_FALLBACK must be copy or none")
         settings.check_no_feedback_loop()
+        settings.check_tls()
         for topic in (settings.results_topic, settings.errors_topic):
             if not topic.startswith("projects/") or "/topics/" not in topic:
                 raise ConfigError(f"topics must be full paths projects/P/topics/T, got {topic!r}")
@@ -191,6 +216,26 @@ class Settings:
         return not self.include_prefixes or any(
             object_name.startswith(p) for p in self.include_prefixes
         )
+
+    @property
+    def instance_search_rate(self) -> float:
+        """This instance's share of the account-wide search rate."""
+        return self.search_rate_per_s / self.max_instances
+
+    @property
+    def instance_download_rate(self) -> float:
+        return self.download_rate_per_min / 60.0 / self.max_instances
+
+    def check_tls(self) -> None:
+        """TLS verification is always on; plain HTTP only to a local stand-in."""
+        for name, url in (
+            ("CLIPSEARCH_API_BASE_URL", self.api_base_url),
+            ("CLIPSEARCH_DOWNLOAD_BASE_URL", self.download_base_url),
+        ):
+            parts = urlsplit(url)
+            local = parts.hostname in ("127.0.0.1", "localhost", "::1")
+            if parts.scheme != "https" and not (parts.scheme == "http" and local):
+                raise ConfigError(f"{name} must be an https:// URL, got {url!r}")
 
     def check_no_feedback_loop(self) -> None:
         """Refuse settings under which our own outputs could retrigger the function."""

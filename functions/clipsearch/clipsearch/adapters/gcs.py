@@ -9,7 +9,8 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 
 from clipsearch.clipping import GcsRangeSource, RangeSource
-from clipsearch.errors import PermanentError, Reason, TransientError
+from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
+from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, SourceVideo
 
 SOURCE_KEY = "clipsearch-source"  # custom metadata on a copy: where it came from
@@ -94,13 +95,15 @@ class GcsResultStore:
             return self._artifact(blob, "copy", reused=True)
         return None
 
-    def copy_from_gcs(self, source: SourceVideo, name: str) -> Artifact | None:
+    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
         try:
             src = self._client.bucket(source.bucket).get_blob(source.blob)
         except gexc.Forbidden:
             return None
         if src is None:
             return None
+        if int(src.size or 0) > max_bytes:
+            raise FetchRefused(f"{src.size} bytes is over the per-query fetch cap ({max_bytes})")
         pinned = source_id(source, src.generation)
         existing = self.find_copy(name, pinned)
         if existing is not None:
@@ -145,3 +148,44 @@ class GcsSources:
         return GcsRangeSource(
             self._client, source.bucket, source.blob, int(blob.generation), size=int(blob.size)
         )
+
+
+class GcsRecordStore:
+    """Idempotency records as small objects, claimed with generation preconditions."""
+
+    def __init__(self, client: storage.Client, bucket: str, prefix: str) -> None:
+        self._bucket = client.bucket(bucket)
+        self._prefix = prefix
+
+    def _name(self, key: str) -> str:
+        bucket_object, generation = key.rsplit("#", 1)
+        return f"{self._prefix}{bucket_object}/{generation}.json"
+
+    def _write(self, key: str, record: Record, if_generation_match: int) -> int | None:
+        blob = self._bucket.blob(self._name(key))
+        try:
+            blob.upload_from_string(
+                record.dumps(),
+                content_type="application/json",
+                if_generation_match=if_generation_match,
+            )
+        except gexc.PreconditionFailed:
+            return None
+        return int(blob.generation)
+
+    def create(self, key: str, record: Record) -> int | None:
+        return self._write(key, record, 0)
+
+    def read(self, key: str) -> tuple[Record, int] | None:
+        blob = self._bucket.get_blob(self._name(key))
+        if blob is None:
+            return None
+        generation = int(blob.generation)
+        try:
+            data = self._bucket.blob(blob.name, generation=generation).download_as_bytes()
+        except gexc.NotFound:
+            return None
+        return Record.loads(data), generation
+
+    def replace(self, key: str, record: Record, generation: int) -> int | None:
+        return self._write(key, record, generation)

@@ -16,6 +16,7 @@ from clipsearch.clipping import HttpRangeSource, RangeSource
 from clipsearch.core import api
 from clipsearch.errors import TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy, call_with_retries
 
 
@@ -39,6 +40,8 @@ class HttpSearchApi:
         timeouts: tuple[float, float],
         retry: RetryPolicy,
         logger: logging.Logger,
+        search_limiter: RateLimiter | None = None,
+        download_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -53,20 +56,38 @@ class HttpSearchApi:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self._search_limiter = search_limiter
+        self._download_limiter = download_limiter
 
-    def _retrying(self, what: str, call: Callable[[], Any]) -> Any:
+    def _retrying(
+        self,
+        what: str,
+        call: Callable[[], Any],
+        deadline: float,
+        limiter: RateLimiter | None = None,
+    ) -> Any:
+        """Each attempt waits for its rate slot; attempts, budget and deadline all bound it."""
+
         def on_retry(attempt: int, error: Exception, delay: float) -> None:
             self._log.warning(
                 "%s attempt %d failed (%s); retrying in %.2fs", what, attempt, error, delay
             )
 
+        def paced() -> Any:
+            if limiter is not None:
+                limiter.acquire(deadline)
+            return call()
+
+        if self._clock() >= deadline:
+            raise TransientError(f"{what}: no time left in this event")
         return call_with_retries(
-            call,
+            paced,
             self._retry,
             clock=self._clock,
             sleep=self._sleep,
             rng=self._rng,
             on_retry=on_retry,
+            deadline=deadline,
         )
 
     def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
@@ -80,7 +101,7 @@ class HttpSearchApi:
                 f"{method} {url.split('?', maxsplit=1)[0]}: {type(error).__name__}"
             ) from None
 
-    def search(self, query: Query, image: bytes) -> list[Hit]:
+    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]:
         form = api.build_search_form(self._base, query)
 
         def once() -> list[Hit]:
@@ -94,10 +115,10 @@ class HttpSearchApi:
                 response.status_code, dict(response.headers), response.content
             )
 
-        hits: list[Hit] = self._retrying("search", once)
+        hits: list[Hit] = self._retrying("search", once, deadline, self._search_limiter)
         return hits
 
-    def video_metadata(self, video_no: str, unique_id: str) -> VideoMetadata:
+    def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata:
         def once() -> VideoMetadata:
             response = self._request(
                 "GET",
@@ -108,7 +129,7 @@ class HttpSearchApi:
                 response.status_code, dict(response.headers), response.content, video_no
             )
 
-        metadata: VideoMetadata = self._retrying("get_metadata", once)
+        metadata: VideoMetadata = self._retrying("get_metadata", once, deadline)
         return metadata
 
     def _download_url(self, source: SourceVideo) -> str:
@@ -120,8 +141,11 @@ class HttpSearchApi:
 
     def open_range(self, source: SourceVideo) -> RangeSource:
         """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
+        session = self._session
+        if self._download_limiter is not None:
+            session = PacedSession(session, self._download_limiter, self._clock)
         return HttpRangeSource(
-            self._session,
+            session,
             self._download_url(source),
             {"Authorization": self._key},
             cache_key=f"{source.uri}@download",
@@ -129,7 +153,7 @@ class HttpSearchApi:
         )
 
     @contextmanager
-    def open_download(self, source: SourceVideo) -> Iterator[DownloadStream]:
+    def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
         url = self._download_url(source)
 
         def once() -> requests.Response:
@@ -141,7 +165,9 @@ class HttpSearchApi:
                 api.interpret_download_error(response.status_code, dict(response.headers), body)
             return response
 
-        response: requests.Response = self._retrying("download", once)
+        response: requests.Response = self._retrying(
+            "download", once, deadline, self._download_limiter
+        )
         try:
             response.raw.decode_content = True
             length = response.headers.get("Content-Length")
@@ -152,3 +178,23 @@ class HttpSearchApi:
             )
         finally:
             response.close()
+
+
+class PacedSession(requests.Session):
+    """A session whose every request waits for a download rate slot (ranged reads count too).
+
+    Ranged reads happen deep inside the clip engine, which knows no deadline: a slot further
+    away than the download timeout means the event cannot finish in time, so it fails fast.
+    """
+
+    def __init__(
+        self, inner: requests.Session, limiter: RateLimiter, clock: Callable[[], float]
+    ) -> None:
+        super().__init__()
+        self._inner = inner
+        self._limiter = limiter
+        self._clock = clock
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
+        self._limiter.acquire(self._clock() + 60.0)
+        return self._inner.request(method, url, *args, **kwargs)

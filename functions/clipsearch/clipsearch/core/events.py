@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from clipsearch.errors import PermanentError, Reason
@@ -41,3 +42,12 @@ def parse_finalized_event(
         event_time=event_time,
         trace=trace,
     )
+
+
+def event_age_s(event_time: str, now: float) -> float:
+    """Seconds since the event happened (0 when the event carries no usable time)."""
+    try:
+        happened = datetime.fromisoformat(event_time.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return 0.0
+    return max(0.0, now - happened)

@@ -43,3 +43,8 @@ def clip_name(
 def index_name(prefix: str, cache_key: str) -> str:
     """The sidecar holding a source's parsed MP4 index, shared by every instance."""
     return f"{prefix}index/{cache_key.removeprefix('gs://').replace('#', '/')}.idx"
+
+
+def record_prefix(prefix: str) -> str:
+    """Where idempotency records live: PREFIX/records/BUCKET/OBJECT/GENERATION.json."""
+    return f"{prefix}records/"
