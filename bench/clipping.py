@@ -397,7 +397,7 @@ def main() -> None:
                 row["whole_over_read"] = round(whole["bytes"] / row["bytes_read"])
                 gcs_rows.append(row)
                 print(json.dumps(row), flush=True)
-    except Exception as error:  # noqa: BLE001 - the emulator is optional for this report
+    except Exception as error:
         report["gcs_error"] = f"{type(error).__name__}: {error}"
         print(f"fake-gcs-server scenario skipped: {report['gcs_error']}", flush=True)
     report["rows"] = rows

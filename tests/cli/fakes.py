@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from clipsearch_cli.ports import ObjectChanged, Pulled, StoredObject
-
 from clipsearch.core import messages
 from clipsearch.core.naming import result_name
 from clipsearch.errors import Reason
@@ -22,6 +20,7 @@ from clipsearch.model import (
     SourceVideo,
     Timings,
 )
+from clipsearch_cli.ports import ObjectChanged, Pulled, StoredObject
 
 RESULTS = "results"
 QUERIES = "queries"

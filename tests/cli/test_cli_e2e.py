@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clipsearch_cli.report import play_range
 
 from clipsearch.contract import to_avro_json, validate_message
 from clipsearch.core.naming import result_name
+from clipsearch_cli.report import play_range
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
 from clipsearch_dev.stack import LocalStack, StackOptions
 

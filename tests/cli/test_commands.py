@@ -9,14 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clipsearch_cli.app import main
-from clipsearch_cli.backfill import MARKER
-from clipsearch_cli.config import apply_env_file, parse_env_file
 
 from clipsearch.contract import to_avro_json
 from clipsearch.core import messages
 from clipsearch.core.naming import result_name
 from clipsearch.errors import Reason
+from clipsearch_cli.app import main
+from clipsearch_cli.backfill import MARKER
+from clipsearch_cli.config import apply_env_file, parse_env_file
 from clipsearch_dev.media import make_video
 from tests.cli.fakes import (
     QUERIES,

@@ -17,8 +17,8 @@ from cloudevents.http import CloudEvent
 
 from clipsearch import entrypoint, logs
 from clipsearch.bootstrap import build_fetcher
-from clipsearch.idempotency import Idempotency
 from clipsearch.contract import from_avro_json, validate_message
+from clipsearch.idempotency import Idempotency
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import Settings
 from tests.fakes import FakePublisher, FakeSearchApi, FakeStorage, FileSources, MemoryRecordStore

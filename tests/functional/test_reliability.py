@@ -104,7 +104,7 @@ def test_a_live_lease_is_respected_and_an_expired_one_taken_over(make_harness):
     h = make_harness(FakeSearchApi(HITS), records=records, CLIPSEARCH_FETCH_MODE="none")
     assert h.deliver("a.jpg", image_bytes()).status_code == 500
     assert h.api.searches == []
-    record, generation = records.read(KEY)
+    _record, generation = records.read(KEY)
     records.replace(KEY, Record(lease_until=time.time() - 1), generation)  # it expires
     assert h.deliver("a.jpg", image_bytes()).status_code == 200
     assert len(h.api.searches) == 1
