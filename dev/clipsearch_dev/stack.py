@@ -59,6 +59,7 @@ class StackNames:
 @dataclass
 class StackOptions:
     search_rate_per_s: float = 1.0
+    bridge_in_flight: int = 16
     function_env: Mapping[str, str] = field(default_factory=dict)
     retry_min_backoff_s: int = 1
     retry_max_backoff_s: int = 30
@@ -123,6 +124,8 @@ class LocalStack:
             "CLIPSEARCH_RESULTS_TOPIC": names.topic(names.results_topic),
             "CLIPSEARCH_ERRORS_TOPIC": names.topic(names.errors_topic),
             "CLIPSEARCH_SOURCE_BUCKETS": names.source_bucket,
+            # The function paces itself at the stand-in's account rate, as in production.
+            "CLIPSEARCH_SEARCH_RATE_PER_S": str(self.options.search_rate_per_s),
             **self.options.function_env,
         }
         port = free_port()
@@ -142,7 +145,10 @@ class LocalStack:
         ).start()
         self.function_url = f"http://127.0.0.1:{port}/"
         self.bridge = TriggerBridge(
-            pubsub_v1.SubscriberClient(), names.bridge_subscription, self.function_url
+            pubsub_v1.SubscriberClient(),
+            names.bridge_subscription,
+            self.function_url,
+            max_in_flight=self.options.bridge_in_flight,
         ).start()
         self.env.update(
             {

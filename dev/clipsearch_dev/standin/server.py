@@ -121,6 +121,7 @@ class Knobs:
     search_burst: int = 1
     download_rate_per_min: int | None = 12
     omit_location: bool = False
+    bill_abandoned: bool = False
     top_k: int = 5
     clip_seconds: float = 4.0
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
@@ -139,6 +140,7 @@ class Knobs:
         "search_burst",
         "download_rate_per_min",
         "omit_location",
+        "bill_abandoned",
         "top_k",
         "clip_seconds",
     )
@@ -174,7 +176,7 @@ class Knobs:
             return [_check_failure(v) for v in value]
         if name == "fail_code":
             return _check_failure(value)
-        if name in {"disabled", "omit_location"}:
+        if name in {"disabled", "omit_location", "bill_abandoned"}:
             if not isinstance(value, bool):
                 raise ValueError(f"{name} must be a boolean")
             return value
@@ -363,6 +365,19 @@ class VideoMeta:
 class _Video:
     meta: VideoMeta
     index: VideoIndex | None
+
+
+def _client_gone() -> bool:
+    """True when the caller has closed its connection (e.g. its read timeout fired)."""
+    sock = request.environ.get("werkzeug.socket")
+    if not isinstance(sock, socket.socket):
+        return False
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
 
 
 def _envelope(code: str, msg: str, data: Any = None, http: int = 200) -> Response:
@@ -688,6 +703,11 @@ class StandinServer:
         if video.meta.status != "PARSE" or video.index is None:
             msg = MSG_VIDEO_STATUS.format(video_no=video_no, status=video.meta.status)
             return _envelope("0001", msg)
+        if not k.bill_abandoned and _client_gone():
+            # Modelled assumption: a search whose caller hung up (timed out) before it ran is
+            # cancelled, not billed. Set bill_abandoned=True for the pessimistic model.
+            g.result = "client_gone"
+            return Response("", status=499)
         if not k.charge_credit():
             return _envelope("0402", MSG_NO_CREDITS)
         clips = search(video.index, query, top_k=k.top_k, clip_seconds=k.clip_seconds)
