@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-SUITES = ("bench.function", "bench.clipping")
+SUITES = ("bench.function", "bench.clipping", "bench.drain")
 
 
 def main() -> int:

@@ -11,6 +11,9 @@ from clipsearch.errors import ConfigError
 
 DEFAULT_API_BASE_URL = "https://api.memories.ai/serve/api/v1"
 API_MAX_IMAGE_BYTES = 20 * 1024 * 1024
+# Pace a little under the vendor's limit: calls spaced exactly 1/rate apart arrive bunched by
+# network and scheduling jitter, and a bunched pair is a 0429 that wastes a whole slot.
+RATE_HEADROOM = 0.97
 
 
 class FetchMode(StrEnum):
@@ -219,12 +222,12 @@ class Settings:
 
     @property
     def instance_search_rate(self) -> float:
-        """This instance's share of the account-wide search rate."""
-        return self.search_rate_per_s / self.max_instances
+        """This instance's share of the account-wide search rate, with headroom for jitter."""
+        return self.search_rate_per_s * RATE_HEADROOM / self.max_instances
 
     @property
     def instance_download_rate(self) -> float:
-        return self.download_rate_per_min / 60.0 / self.max_instances
+        return self.download_rate_per_min * RATE_HEADROOM / 60.0 / self.max_instances
 
     def check_tls(self) -> None:
         """TLS verification is always on; plain HTTP only to a local stand-in."""
