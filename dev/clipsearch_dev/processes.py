@@ -56,6 +56,11 @@ class ManagedProcess:
             raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
         return self
 
+    def restart(self) -> ManagedProcess:
+        """Stop and start again on the same port (outage drills: clients reconnect)."""
+        self.stop()
+        return self.start()
+
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None

@@ -160,6 +160,12 @@ class LocalStack:
         )
         self.write_env_file(state / "env")
 
+    def restart_pubsub(self) -> None:
+        """Restart the emulator on its port; it forgets everything, so recreate the topology."""
+        assert self.pubsub is not None
+        self.pubsub.restart()
+        self._create_pubsub()
+
     def _create_pubsub(self) -> None:
         names = self.names
         publisher = pubsub_v1.PublisherClient()
