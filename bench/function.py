@@ -30,13 +30,14 @@ from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1
 from PIL import Image
 
-from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
+from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.fetch import CopyFetcher
+from clipsearch.bootstrap import build_fetcher
+from clipsearch.idempotency import Idempotency
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
-from clipsearch.settings import Settings
+from clipsearch.settings import FetchMode, Settings
 from clipsearch_dev.media import make_video, query_image_bytes
 from clipsearch_dev.net import free_port
 from clipsearch_dev.outcomes import OutcomeCollector
@@ -111,16 +112,22 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
         settings,
         images=TimedPort(GcsImageReader(stack.storage), waits),
         api=api,
-        fetcher=CopyFetcher(
-            api,
-            results,
-            allowed_buckets=settings.source_buckets,
-            source_mode=settings.fetch_source,
-            prefix=settings.results_prefix,
+        fetcher=build_fetcher(
+            settings,
+            api=api,
+            results=results,
+            gcs=GcsSources(stack.storage),
             logger=logger,
+            mode=FetchMode.COPY,
         ),
         results=results,
         publisher=TimedPort(PubSubPublisher(pubsub_v1.PublisherClient()), waits),
+        idempotency=Idempotency(
+            TimedPort(
+                GcsRecordStore(stack.storage, settings.results_bucket, "bench-records/"), waits
+            ),
+            lease_s=settings.function_timeout_s,
+        ),
         logger=logger,
     )
     rows = []

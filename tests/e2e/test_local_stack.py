@@ -17,7 +17,6 @@ import pytest
 
 from clipsearch.contract import validate_message
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes, read_frame_code
-from clipsearch_dev.outcomes import OutcomeCollector
 from clipsearch_dev.stack import LOCAL_API_KEY, LocalStack, StackOptions
 
 pytestmark = pytest.mark.e2e
@@ -42,14 +41,6 @@ def video(stack, tmp_path_factory) -> VideoInfo:
     info = make_video(tmp_path_factory.mktemp("media") / "v.mp4", seconds=60, gop=20)
     stack.upload_video(info.path, VIDEO_NO)
     return info
-
-
-@pytest.fixture
-def collector(stack) -> Iterator[OutcomeCollector]:
-    with OutcomeCollector(
-        [stack.names.results_subscription, stack.names.errors_subscription],
-    ) as running:
-        yield running
 
 
 def drop(stack: LocalStack, name: str, data: bytes, **metadata: str) -> tuple[str, str, str]:

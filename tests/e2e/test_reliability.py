@@ -57,14 +57,6 @@ def video(stack, tmp_path_factory) -> VideoInfo:
     return info
 
 
-@pytest.fixture
-def collector(stack) -> Iterator[OutcomeCollector]:
-    with OutcomeCollector(
-        [stack.names.results_subscription, stack.names.errors_subscription]
-    ) as running:
-        yield running
-
-
 @pytest.fixture(autouse=True)
 def _clean_standin(stack):
     assert stack.standin is not None
