@@ -13,7 +13,9 @@ from clipsearch_dev.stack import LocalStack
 
 def main() -> int:
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Ctrl-C and SIGTERM both stop cleanly (even where SIGINT was inherited as ignored).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with LocalStack() as stack:
         state = stack.options.state_dir
         video = state / "sample.mp4"
@@ -35,10 +37,7 @@ Drop a query from another shell:
 """,
             flush=True,
         )
-        try:
-            while not stop.wait(0.5):
-                pass
-        except KeyboardInterrupt:
+        while not stop.wait(0.5):
             pass
         print("stopping...", flush=True)
     return 0
