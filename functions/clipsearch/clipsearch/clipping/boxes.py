@@ -15,6 +15,12 @@ from clipsearch.clipping.index import Box
 from clipsearch.clipping.reader import SparseFile
 
 HEAD_BYTES = 64 * 1024  # first read: ftyp, often moov's start, and the first packets
+# For a large source, the first read also covers the first keyframe and its audio (a 720p
+# keyframe alone is over 64 KiB): the demuxer probes them on open, and a head that stops short
+# costs a fourth request per cold clip. Small sources keep the small head, so a head never
+# swallows a whole test file.
+LARGE_SOURCE_BYTES = 64 * 1024 * 1024
+LARGE_HEAD_BYTES = 512 * 1024
 PROBE_PAD = 256 * 1024  # after a leading moov: the first packets the demuxer probes
 TAIL_BYTES = 64 * 1024  # fragmented: a guess at the mfra size, read with mfro
 MAX_BOXES = 64  # before moov; more means something we do not want to walk
@@ -54,7 +60,9 @@ def _header(f: SparseFile, pos: int, size: int) -> Box:
 
 def walk(f: SparseFile, *, max_index_bytes: int) -> Layout:
     """Find moov (and mfra/sidx), holding them in `f`, in as few ranged reads as we can."""
-    f.ensure(0, HEAD_BYTES)
+    hint = f.size_hint
+    large = hint is not None and hint >= LARGE_SOURCE_BYTES
+    f.ensure(0, LARGE_HEAD_BYTES if large else HEAD_BYTES)
     size = f.size
     boxes: list[Box] = []
     moov: Box | None = None

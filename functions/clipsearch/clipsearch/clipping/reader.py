@@ -132,6 +132,11 @@ class SparseFile(io.RawIOBase):
     # -- file protocol (what PyAV calls) -------------------------------------------------
 
     @property
+    def size_hint(self) -> int | None:
+        """The source's size if known without a read (GCS objects and files know it)."""
+        return self._size if self._size is not None else self._source.size
+
+    @property
     def size(self) -> int:
         if self._size is None:
             self._fetch(0, self.readahead)
