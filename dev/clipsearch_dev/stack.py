@@ -60,6 +60,7 @@ class StackNames:
 class StackOptions:
     search_rate_per_s: float = 1.0
     bridge_in_flight: int = 16
+    gcs_on_disk: bool = False  # keep objects across a fake-gcs-server restart (outage drills)
     function_env: Mapping[str, str] = field(default_factory=dict)
     retry_min_backoff_s: int = 1
     retry_max_backoff_s: int = 30
@@ -102,6 +103,7 @@ class LocalStack:
             notify_topic=names.notifications_topic,
             notify_bucket=names.query_bucket,
             log_path=state / "fake-gcs-server.log",
+            filesystem_root=state / "gcs-data" if self.options.gcs_on_disk else None,
         ).start()
         storage_host = f"http://127.0.0.1:{self.gcs.port}"
         self._set_env("STORAGE_EMULATOR_HOST", storage_host)
@@ -159,6 +161,11 @@ class LocalStack:
             }
         )
         self.write_env_file(state / "env")
+
+    def restart_gcs(self) -> None:
+        """Restart fake-gcs-server on its port (objects survive only with gcs_on_disk)."""
+        assert self.gcs is not None
+        self.gcs.restart()
 
     def restart_pubsub(self) -> None:
         """Restart the emulator on its port; it forgets everything, so recreate the topology."""

@@ -23,18 +23,26 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
         state_dir=tmp_path_factory.mktemp("outagestack"),
         search_rate_per_s=20.0,
         function_env={"CLIPSEARCH_FETCH_MODE": "none"},
+        gcs_on_disk=True,
     )
     with LocalStack(options) as running:
         yield running
 
 
-def test_pubsub_down_while_publishing_then_back(stack, tmp_path):
-    info = make_video(tmp_path / "v.mp4", seconds=20, width=160, height=120, gop=20)
+@pytest.fixture(scope="module")
+def video_path(stack, tmp_path_factory):
+    info = make_video(
+        tmp_path_factory.mktemp("outmedia") / "v.mp4", seconds=20, width=160, height=120, gop=20
+    )
     stack.upload_video(info.path, VIDEO_NO)
-    # The query sits outside the trigger's bucket: only our own deliveries reach the function.
-    blob = stack.storage.bucket(stack.names.results_bucket).blob("incoming/outage.jpg")
+    return info.path
+
+
+def untriggered_query(stack: LocalStack, video_path, name: str, t: float):
+    """A query outside the trigger's bucket: only our own deliveries reach the function."""
+    blob = stack.storage.bucket(stack.names.results_bucket).blob(f"incoming/{name}")
     blob.metadata = {"video_no": VIDEO_NO, "prompt": "p"}
-    blob.upload_from_string(query_image_bytes(info.path, 8.0), content_type="image/jpeg")
+    blob.upload_from_string(query_image_bytes(video_path, t), content_type="image/jpeg")
     resource = {
         "bucket": blob.bucket.name,
         "name": blob.name,
@@ -45,13 +53,44 @@ def test_pubsub_down_while_publishing_then_back(stack, tmp_path):
     }
     event = CloudEvent(
         {
-            "id": "outage-1",
+            "id": f"outage-{name}",
             "type": "google.cloud.storage.object.v1.finalized",
             "source": "//storage.googleapis.com/projects/_/buckets/x",
         },
         resource,
     )
     headers, body = to_binary(event)
+    return (blob.bucket.name, blob.name, str(blob.generation)), headers, body
+
+
+def test_cloud_storage_down_then_back(stack, video_path):
+    key, headers, body = untriggered_query(stack, video_path, "gcs-outage.jpg", 5.0)
+    assert stack.gcs is not None
+    assert stack.standin is not None
+    billed = stack.standin.stats.billed_searches
+    stack.gcs.stop()
+    try:
+        down = requests.post(stack.function_url, headers=headers, data=body, timeout=120)
+    finally:
+        stack.restart_gcs()
+    assert down.status_code == 500  # nothing could be read or recorded: redeliver later
+    assert stack.standin.stats.billed_searches == billed  # and nothing was searched blind
+    with OutcomeCollector(
+        [stack.names.results_subscription, stack.names.errors_subscription]
+    ) as collector:
+        again = requests.post(stack.function_url, headers=headers, data=body, timeout=120)
+        assert again.status_code == 200
+        received = collector.wait_for([key], timeout_s=30)[key]
+        collector.settle(3)
+        assert len(collector.for_key(key)) == 1
+    assert received.body["status"] == "success"
+    assert stack.standin.stats.billed_searches == billed + 1
+
+
+def test_pubsub_down_while_publishing_then_back(stack, video_path):
+    key, headers, body = untriggered_query(stack, video_path, "pubsub-outage.jpg", 8.0)
+    assert stack.standin is not None
+    billed = stack.standin.stats.billed_searches
     assert stack.pubsub is not None
     assert stack.standin is not None
     stack.pubsub.stop()
@@ -60,15 +99,14 @@ def test_pubsub_down_while_publishing_then_back(stack, tmp_path):
     finally:
         stack.restart_pubsub()
     assert down.status_code == 500  # publishing failed: the trigger must redeliver
-    assert stack.standin.stats.billed_searches == 1  # ...but the search is already recorded
+    assert stack.standin.stats.billed_searches == billed + 1  # ...the search is recorded
     with OutcomeCollector(
         [stack.names.results_subscription, stack.names.errors_subscription]
     ) as collector:
         again = requests.post(stack.function_url, headers=headers, data=body, timeout=120)
         assert again.status_code == 200
-        key = (blob.bucket.name, blob.name, str(blob.generation))
         received = collector.wait_for([key], timeout_s=30)[key]
         collector.settle(3)
         assert len(collector.for_key(key)) == 1
     assert received.body["status"] == "success"
-    assert stack.standin.stats.billed_searches == 1  # published from the record, not re-searched
+    assert stack.standin.stats.billed_searches == billed + 1  # from the record: no new search

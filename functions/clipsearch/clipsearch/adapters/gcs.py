@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from clipsearch.clipping import GcsRangeSource, RangeSource
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, SourceVideo
 
+# Every call gives up within seconds, not the library's default two minutes of retries: an
+# outage must turn into a redelivery well inside the event's deadline.
+BOUNDED: dict[str, Any] = {"retry": DEFAULT_RETRY.with_timeout(20.0), "timeout": (5.0, 30.0)}
 SOURCE_KEY = "clipsearch-source"  # custom metadata on a copy: where it came from
 # Custom metadata on a clip: what it really holds, so a reused clip reports the same.
 CLIP_KEYS = ("clipsearch-start", "clipsearch-end", "clipsearch-snapped", "clipsearch-poster")
@@ -31,7 +35,7 @@ class GcsImageReader:
         blob = self._client.bucket(bucket).blob(name, generation=generation)
         try:
             # One byte past the limit tells "too large" apart without reading a huge object.
-            return bytes(blob.download_as_bytes(start=0, end=limit, checksum=None))
+            return bytes(blob.download_as_bytes(start=0, end=limit, checksum=None, **BOUNDED))
         except gexc.NotFound:
             raise PermanentError(
                 Reason.OBJECT_GONE,
@@ -50,7 +54,7 @@ class GcsResultStore:
     def write_json(self, name: str, payload: bytes) -> str:
         blob = self._bucket.blob(name)
         blob.cache_control = "no-cache"
-        blob.upload_from_string(payload, content_type="application/json")
+        blob.upload_from_string(payload, content_type="application/json", **BOUNDED)
         return f"gs://{self.bucket}/{name}"
 
     def _artifact(self, blob: storage.Blob, mode: str, reused: bool) -> Artifact:
@@ -70,15 +74,15 @@ class GcsResultStore:
 
     def read_bytes(self, name: str) -> bytes | None:
         try:
-            return bytes(self._bucket.blob(name).download_as_bytes())
+            return bytes(self._bucket.blob(name).download_as_bytes(**BOUNDED))
         except gexc.NotFound:
             return None
 
     def write_bytes(self, name: str, data: bytes, content_type: str) -> None:
-        self._bucket.blob(name).upload_from_string(data, content_type=content_type)
+        self._bucket.blob(name).upload_from_string(data, content_type=content_type, **BOUNDED)
 
     def find_artifact(self, name: str, mode: str) -> Artifact | None:
-        blob = self._bucket.get_blob(name)
+        blob = self._bucket.get_blob(name, **BOUNDED)
         return None if blob is None else self._artifact(blob, mode, reused=True)
 
     def upload_file(
@@ -86,18 +90,18 @@ class GcsResultStore:
     ) -> Artifact:
         blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.metadata = metadata
-        blob.upload_from_filename(str(path), content_type=content_type)
+        blob.upload_from_filename(str(path), content_type=content_type, **BOUNDED)
         return self._artifact(blob, mode, reused=False)
 
     def find_copy(self, name: str, source_id: str) -> Artifact | None:
-        blob = self._bucket.get_blob(name)
+        blob = self._bucket.get_blob(name, **BOUNDED)
         if blob is not None and (blob.metadata or {}).get(SOURCE_KEY) == source_id:
             return self._artifact(blob, "copy", reused=True)
         return None
 
     def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
         try:
-            src = self._client.bucket(source.bucket).get_blob(source.blob)
+            src = self._client.bucket(source.bucket).get_blob(source.blob, **BOUNDED)
         except gexc.Forbidden:
             return None
         if src is None:
@@ -111,10 +115,10 @@ class GcsResultStore:
         dest = self._bucket.blob(name)
         dest.metadata = {SOURCE_KEY: pinned}
         pinned_src = self._client.bucket(source.bucket).blob(source.blob, generation=src.generation)
-        token, _, _ = dest.rewrite(pinned_src)
+        token, _, _ = dest.rewrite(pinned_src, **BOUNDED)
         while token is not None:  # large objects take several rewrite calls
-            token, _, _ = dest.rewrite(pinned_src, token=token)
-        dest.reload()
+            token, _, _ = dest.rewrite(pinned_src, token=token, **BOUNDED)
+        dest.reload(**BOUNDED)
         return self._artifact(dest, "copy", reused=False)
 
     def upload_stream(
@@ -123,12 +127,12 @@ class GcsResultStore:
         blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.metadata = {SOURCE_KEY: source_id}
         try:
-            blob.upload_from_file(stream, size=size, content_type=content_type)
+            blob.upload_from_file(stream, size=size, content_type=content_type, **BOUNDED)
         except (OSError, ValueError) as error:
             raise TransientError(
                 f"streaming {source_id} into gs://{self.bucket}: {error}"
             ) from None
-        blob.reload()
+        blob.reload(**BOUNDED)
         return self._artifact(blob, "copy", reused=False)
 
 
@@ -140,7 +144,7 @@ class GcsSources:
 
     def open_range(self, source: SourceVideo) -> RangeSource | None:
         try:
-            blob = self._client.bucket(source.bucket).get_blob(source.blob)
+            blob = self._client.bucket(source.bucket).get_blob(source.blob, **BOUNDED)
         except gexc.Forbidden:
             return None
         if blob is None or blob.generation is None or blob.size is None:
@@ -168,6 +172,7 @@ class GcsRecordStore:
                 record.dumps(),
                 content_type="application/json",
                 if_generation_match=if_generation_match,
+                **BOUNDED,
             )
         except gexc.PreconditionFailed:
             return None
@@ -177,12 +182,12 @@ class GcsRecordStore:
         return self._write(key, record, 0)
 
     def read(self, key: str) -> tuple[Record, int] | None:
-        blob = self._bucket.get_blob(self._name(key))
+        blob = self._bucket.get_blob(self._name(key), **BOUNDED)
         if blob is None:
             return None
         generation = int(blob.generation)
         try:
-            data = self._bucket.blob(blob.name, generation=generation).download_as_bytes()
+            data = self._bucket.blob(blob.name, generation=generation).download_as_bytes(**BOUNDED)
         except gexc.NotFound:
             return None
         return Record.loads(data), generation
