@@ -187,7 +187,7 @@ def _selftest(page: Path, tmp_path: Path) -> list[dict[str, Any]]:
     """Open the page in headless Chromium with ?selftest=1 and read what its videos did."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
-        pytest.skip("chromium is not installed (Debian: apt-get install -y chromium)")
+        pytest.skip(reason="chromium is not installed (Debian: apt-get install -y chromium)")
     done = subprocess.run(
         [
             chromium,

@@ -287,7 +287,9 @@ JAR_GLOB = "usr/lib/google-cloud-sdk/platform/pubsub-emulator/lib/*-all.jar"
 def test_validator_agrees_with_the_pubsub_emulator() -> None:
     jars = sorted(Path("/").glob(JAR_GLOB))
     if not jars or not shutil.which("java"):
-        pytest.skip("Pub/Sub emulator (java + google-cloud-cli-pubsub-emulator jar) not installed")
+        pytest.skip(
+            reason="Pub/Sub emulator (java + google-cloud-cli-pubsub-emulator jar) not installed"
+        )
     import grpc  # noqa: PLC0415
     from google.api_core import exceptions as gexc  # noqa: PLC0415
     from google.pubsub_v1 import Encoding, Schema, SchemaServiceClient  # noqa: PLC0415

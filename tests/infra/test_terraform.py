@@ -49,7 +49,7 @@ def _tf_text() -> str:
 def test_terraform_fmt() -> None:
     terraform = shutil.which("terraform")
     if terraform is None:
-        pytest.skip("terraform is not on PATH: `terraform fmt -check` not run")
+        pytest.skip(reason="terraform is not on PATH: `terraform fmt -check` not run")
     proc = subprocess.run(
         [terraform, "fmt", "-check", "-recursive", "-diff", str(INFRA)],
         capture_output=True,
@@ -384,7 +384,7 @@ def test_every_checkov_skip_is_justified() -> None:
 def test_checkov_passes() -> None:
     argv = _checkov()
     if argv is None:
-        pytest.skip("checkov not installed (make venv installs it into .venv/checkov)")
+        pytest.skip(reason="checkov not installed (make venv installs it into .venv/checkov)")
     proc = subprocess.run(
         [
             *argv,
