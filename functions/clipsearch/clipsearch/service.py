@@ -50,7 +50,6 @@ class ClipSearchService:
         wall_clock: Callable[[], str] = _utc_now,
     ) -> None:
         self.settings = settings
-        self._settings = settings
         self._images = images
         self._api = api
         self._fetcher = fetcher
@@ -73,7 +72,7 @@ class ClipSearchService:
     ) -> Outcome:
         started = self._clock()
         # Leave a margin before the platform's timeout to record and publish what we have.
-        timeout = self._settings.function_timeout_s
+        timeout = self.settings.function_timeout_s
         deadline = started + timeout - min(15.0, timeout * 0.1)
         try:
             obj = parse_finalized_event(
@@ -92,7 +91,7 @@ class ClipSearchService:
                 "trace": trace,
             },
         )
-        if not self._settings.in_scope(obj.bucket, obj.name):
+        if not self.settings.in_scope(obj.bucket, obj.name):
             log.info("skipping gs://%s/%s: outside the configured prefixes", obj.bucket, obj.name)
             return Outcome("skipped", None, None)
         now = self._now()
@@ -127,24 +126,24 @@ class ClipSearchService:
         stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
         mark = started
         try:
-            if stored.hits is None and age_s > self._settings.max_event_age_s:
+            if stored.hits is None and age_s > self.settings.max_event_age_s:
                 raise PermanentError(
                     Reason.EVENT_TOO_OLD,
                     f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
-                    f" ({self._settings.max_event_age_s:.0f}s)",
+                    f" ({self.settings.max_event_age_s:.0f}s)",
                 )
             query = validate_query(
                 obj,
-                max_image_bytes=self._settings.max_image_bytes,
-                max_metadata_chars=self._settings.max_metadata_chars,
+                max_image_bytes=self.settings.max_image_bytes,
+                max_metadata_chars=self.settings.max_metadata_chars,
             )
             if stored.hits is not None:
                 hits = list(stored.hits)  # searched (and billed) already: never again
             else:
                 image = self._images.read_image(
-                    obj.bucket, obj.name, obj.generation, self._settings.max_image_bytes
+                    obj.bucket, obj.name, obj.generation, self.settings.max_image_bytes
                 )
-                check_image_bytes(query, image, self._settings.max_image_bytes)
+                check_image_bytes(query, image, self.settings.max_image_bytes)
                 mark = self._lap(stages, "read", mark)
                 hits = self._search(query, image, age_s, deadline)
                 attempt.store_hits(hits)
@@ -162,13 +161,13 @@ class ClipSearchService:
                 uri,
                 self._wall_clock(),
             )
-            topic = self._settings.errors_topic
+            topic = self.settings.errors_topic
         else:
             _, uri = self._result_uri(obj)
             message = messages.success_message(
                 query, clips, self._timings(started, stages), uri, self._wall_clock()
             )
-            topic = self._settings.results_topic
+            topic = self.settings.results_topic
         attempt.store_outcome(message, topic)
         return self._publish(attempt, message, topic, log)
 
@@ -189,7 +188,7 @@ class ClipSearchService:
                 f" ({refusal.message})",
             ) from None
         if meta.status == "UNPARSE":
-            if age_s < self._settings.unindexed_window_s:
+            if age_s < self.settings.unindexed_window_s:
                 raise TransientError(
                     f"video {query.video_no} is still being indexed", retry_after_s=60
                 )
@@ -213,7 +212,7 @@ class ClipSearchService:
         return Timings(stages["read"], stages["search"], stages["fetch"], total)
 
     def _result_uri(self, obj: QueryObject) -> tuple[str, str]:
-        name = result_name(self._settings.results_prefix, obj.bucket, obj.name, obj.generation)
+        name = result_name(self.settings.results_prefix, obj.bucket, obj.name, obj.generation)
         return name, f"gs://{self._results.bucket}/{name}"
 
     def _publish(
@@ -226,16 +225,16 @@ class ClipSearchService:
         API's own words end up in messages; should they ever echo the key, it is masked.
         """
         name = result_name(
-            self._settings.results_prefix,
+            self.settings.results_prefix,
             message["query"]["bucket"],
             message["query"]["object"],
             int(message["query"]["generation"]),
         )
-        secret = self._settings.api_key.encode()
+        secret = self.settings.api_key.encode()
         stored = messages.encode(message).replace(secret, b"***")
         wire = messages.encode(to_avro_json(message)).replace(secret, b"***")
         attributes = {
-            k: v.replace(self._settings.api_key, "***")
+            k: v.replace(self.settings.api_key, "***")
             for k, v in messages.attributes(message).items()
         }
         self._results.write_json(name, stored)
@@ -254,7 +253,7 @@ class ClipSearchService:
             log.log(
                 level,
                 "query failed: %s",
-                message["error"]["message"].replace(self._settings.api_key, "***"),
+                message["error"]["message"].replace(self.settings.api_key, "***"),
                 extra={"status": "error", "reason": reason.value},
             )
         return Outcome(status, message_id, message)
