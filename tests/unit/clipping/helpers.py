@@ -101,3 +101,15 @@ def check_clip(info: ClipInfo, source_frames: list[Frame], *, fps: int = 10) -> 
     last = source_frames[-1].time + frame_s
     assert info.end + 1e-6 >= min(info.requested_end, last)
     return clip
+
+
+def audio_end(path: Path) -> float:
+    """Where the clip's audio stops, in seconds of the clip's timeline."""
+    with av.open(str(path)) as container:
+        stream = container.streams.audio[0]
+        ends = [
+            float((p.pts + p.duration) * stream.time_base)
+            for p in container.demux(stream)
+            if p.size and p.pts is not None
+        ]
+    return max(ends)

@@ -17,11 +17,14 @@ from clipsearch.clipping import (
     FileRangeSource,
     IndexCache,
     SourceIndex,
+    boxes,
     cut_clip,
+    cutter,
     poster_frame,
 )
-from clipsearch_dev.media import read_frame_code
-from tests.unit.clipping.helpers import audio_packets, check_clip, decode_all, remux
+from clipsearch.clipping.sources import RangeSource
+from clipsearch_dev.media import make_video, read_frame_code
+from tests.unit.clipping.helpers import audio_end, audio_packets, check_clip, decode_all, remux
 
 LAYOUTS = ["faststart", "moov_at_end", "fragmented"]
 WINDOWS = [(0.0, 4.0), (30.35, 37.0), (55.0, 60.0)]
@@ -252,3 +255,78 @@ def test_remux_helper_layouts(sources):
     assert "moof" in frag
     assert frag[-1] == "mfra"
     assert remux  # imported for the layouts above
+
+
+class RecordingSource(FileRangeSource):
+    """A local file that remembers every ranged read."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.reads: list[tuple[int, int]] = []
+
+    def read(self, offset: int, length: int) -> bytes:
+        self.reads.append((offset, offset + length))
+        return super().read(offset, length)
+
+
+def _fetched(source: RangeSource, start: int, end: int) -> int:
+    """How many bytes of [start, end) were read."""
+    assert isinstance(source, RecordingSource)
+    return sum(max(0, min(b, end) - max(a, start)) for a, b in source.reads)
+
+
+@pytest.mark.parametrize("layout", ["faststart", "moov_at_end"])
+def test_the_open_probes_the_first_packet_without_fetching_it(
+    layout, sources, source_frames, tmp_path, monkeypatch
+):
+    """A head too small for the first packet: the open still costs only the index requests,
+    and clips that then reach into the probed bytes (the start) show the right frames."""
+    monkeypatch.setattr(boxes, "HEAD_BYTES", 1024)
+    path = sources[layout]
+    with av.open(str(path)) as container:
+        first = min(container.streams.video[0].index_entries, key=lambda e: e.pos)
+    assert first.pos + first.size > 1024
+    source = RecordingSource(path)
+    with ClipSource(source) as clips:
+        assert source.requests == 2  # head, then the (rest of the) moov
+        # Past the head: at most the few header bytes read along with a leading moov.
+        beyond_head = _fetched(source, max(first.pos, 1024), first.pos + first.size)
+        assert beyond_head <= boxes.NEXT_HEADER
+        for start, end in ((30.0, 33.0), (0.0, 3.0), (0.0, 1.0), (31.0, 32.0)):
+            info = clips.cut(start, end, tmp_path / f"{start}-{end}.mp4")
+            check_clip(info, source_frames[layout])
+            assert audio_end(info.path) >= info.end - info.start - 0.05
+
+
+def test_a_clip_ending_just_before_a_keyframe_does_not_read_it(
+    sources, source_frames, tmp_path, monkeypatch
+):
+    """The next GOP's keyframe (a GOP's largest frame) is neither planned nor demuxed."""
+    monkeypatch.setattr(cutter, "MERGE_GAP_MIN", 0)  # tiny test frames: no merging across it
+    monkeypatch.setattr(cutter, "MERGE_GAP_SHARE", 0)
+    path = sources["moov_at_end"]
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        keyframe = next(
+            e
+            for e in video.index_entries
+            if e.is_keyframe and float(e.timestamp * video.time_base) > 30
+        )
+        keyframe_dts = float(keyframe.timestamp * video.time_base)
+    source = RecordingSource(path)
+    info = cut_clip(source, keyframe_dts - 4, keyframe_dts - 0.15, tmp_path / "k.mp4")
+    check_clip(info, source_frames["moov_at_end"])
+    assert _fetched(source, keyframe.pos, keyframe.pos + keyframe.size) == 0
+    assert audio_end(info.path) >= info.end - info.start - 0.05
+
+
+def test_audio_stored_late_in_the_file_still_covers_the_clip(media_dir, tmp_path):
+    """make_video's own output stores the audio seconds behind the video: the clip's audio
+    must still run to the end of its video rather than stop where the video's bytes end."""
+    path = media_dir / "late-audio.mp4"
+    make_video(path, seconds=30, width=160, height=120, gop=20, audio=True, faststart=False)
+    frames = decode_all(path)
+    for start, end in ((0.0, 5.7), (15.0, 20.7), (23.5, 29.2)):
+        info = cut_clip(FileRangeSource(path), start, end, tmp_path / "late.mp4")
+        check_clip(info, frames)
+        assert audio_end(info.path) >= info.end - info.start - 0.05

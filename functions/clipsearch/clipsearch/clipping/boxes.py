@@ -14,14 +14,8 @@ from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.index import Box
 from clipsearch.clipping.reader import SparseFile
 
-HEAD_BYTES = 64 * 1024  # first read: ftyp, often moov's start, and the first packets
-# For a large source, the first read also covers the first keyframe and its audio (a 720p
-# keyframe alone is over 64 KiB): the demuxer probes them on open, and a head that stops short
-# costs a fourth request per cold clip. Small sources keep the small head, so a head never
-# swallows a whole test file.
-LARGE_SOURCE_BYTES = 64 * 1024 * 1024
-LARGE_HEAD_BYTES = 512 * 1024
-PROBE_PAD = 256 * 1024  # after a leading moov: the first packets the demuxer probes
+HEAD_BYTES = 64 * 1024  # first read: ftyp, often the whole moov of a short faststart file
+NEXT_HEADER = 64  # after a leading moov: the next boxes' headers (often `free`, then mdat)
 TAIL_BYTES = 64 * 1024  # fragmented: a guess at the mfra size, read with mfro
 MAX_BOXES = 64  # before moov; more means something we do not want to walk
 
@@ -60,9 +54,7 @@ def _header(f: SparseFile, pos: int, size: int) -> Box:
 
 def walk(f: SparseFile, *, max_index_bytes: int) -> Layout:
     """Find moov (and mfra/sidx), holding them in `f`, in as few ranged reads as we can."""
-    hint = f.size_hint
-    large = hint is not None and hint >= LARGE_SOURCE_BYTES
-    f.ensure(0, LARGE_HEAD_BYTES if large else HEAD_BYTES)
+    f.ensure(0, HEAD_BYTES)
     size = f.size
     boxes: list[Box] = []
     moov: Box | None = None
@@ -92,10 +84,11 @@ def walk(f: SparseFile, *, max_index_bytes: int) -> Layout:
                 )
             moov = box
             seen_media = any(b.kind in ("mdat", "moof") for b in boxes)
-            # Leading moov not held whole yet: take the first packets along in the same
-            # request (the demuxer probes them). If we hold it already, ask for nothing.
+            # Leading moov not held whole yet: take the next box's header along in the same
+            # request. The first packets, which the demuxer probes, are not fetched: the open
+            # answers them with blanks (`SparseFile.serving_blanks`).
             if f.gaps(box.offset, box.end):
-                f.ensure(box.offset, min(size, box.end + (0 if seen_media else PROBE_PAD)))
+                f.ensure(box.offset, min(size, box.end + (0 if seen_media else NEXT_HEADER)))
             if seen_media:
                 return Layout("moov_at_end", tuple(boxes))
         elif box.kind == "mdat" and moov is not None:

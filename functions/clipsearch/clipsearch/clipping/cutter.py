@@ -32,7 +32,16 @@ DEFAULT_MAX_PREROLL_S = 60.0  # keyframe snapping may start the clip at most thi
 DEFAULT_MAX_INDEX_BYTES = 64 * 1024 * 1024
 REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering)
 AUDIO_MARGIN_S = 0.5
-MERGE_GAP_MIN = 64 * 1024  # spans closer than this (or 5% of the clip) share one request
+# After a seek the demuxer replays its read order up to the keyframe, and that order takes
+# samples within 1 s of decode time by file position. So the audio it reads next is what is
+# stored after the keyframe (up to 1 s older: files whose audio lags in the file), not what
+# is stored before it: only that is planned.
+DEMUX_WINDOW_S = 1.0
+# Audio is read until it passes the clip's last video frame, which B-frame reordering puts
+# a few frames past `end`.
+AUDIO_TAIL_FRAMES = 4
+MERGE_GAP_MIN = 64 * 1024  # spans closer than this (or MERGE_GAP_SHARE of the clip) share
+MERGE_GAP_SHARE = 0.05  # one request: reading a small gap is cheaper than another round trip
 FRAGMENT_PEEK = 64 * 1024  # the next fragment's moof, to see the first packet past `end`
 _EPS = 1e-6
 
@@ -61,13 +70,32 @@ class ClipInfo:
 def _container_options() -> dict[str, str]:
     # Fragmented files: seek with the mfra's times instead of walking every fragment, and
     # seek the other streams to the chosen video sample (else audio's own fragment lookup
-    # can move the read position one fragment earlier).
-    return {"use_mfra_for": "pts", "seek_streams_individually": "0"}
+    # can move the read position one fragment earlier). The smallest probe: one packet, whose
+    # bytes we blank (see `SparseFile.serving_blanks`); the sample description has the rest.
+    return {
+        "use_mfra_for": "pts",
+        "seek_streams_individually": "0",
+        "probesize": "32",
+        "analyzeduration": "0",
+    }
 
 
-def _av_open(f: SparseFile) -> Any:
+def _media_payloads(layout: Layout) -> tuple[tuple[int, int], ...]:
+    """Sample data the open may probe without fetching: mdat bodies of an indexed (moov) file.
+
+    Fragmented files are excluded: their demuxer reads each moof, which must be real bytes.
+    """
+    if layout.kind == "fragmented":
+        return ()
+    return tuple((b.offset + 16, b.end) for b in layout.boxes if b.kind == "mdat")
+
+
+def _av_open(f: SparseFile, layout: Layout | None) -> Any:
+    """Open the demuxer; with a layout, its probe of the first packet is answered with blanks."""
+    blanks = _media_payloads(layout) if layout is not None else ()
     try:
-        return av.open(f, "r", format="mp4", container_options=_container_options())
+        with f.serving_blanks(blanks):
+            return av.open(f, "r", format="mp4", container_options=_container_options())
     except ClipUnavailable:
         raise
     except (av.FFmpegError, ValueError, OSError) as error:
@@ -100,11 +128,11 @@ class ClipSource:
             self.index = cached
             self._file = SparseFile(source, size=cached.size, regions=cached.spans)
             self._layout = Layout(cached.layout, cached.boxes)
-            self._container = _av_open(self._file)
+            self._container = _av_open(self._file, self._layout)
         else:
             self._file = SparseFile(source, size=source.size)
             self._layout = walk(self._file, max_index_bytes=max_index_bytes)
-            self._container = _av_open(self._file)
+            self._container = _av_open(self._file, self._layout)
             self.index = SourceIndex(
                 self._file.size, self._layout.kind, self._layout.boxes, self._file.regions
             )
@@ -117,6 +145,9 @@ class ClipSource:
                 index_cache.put(self._key, self.index)
         self.open_ms = (time.perf_counter() - started) * 1000
         self._pending = (source.requests - requests0, source.bytes_read - bytes0)
+        self._take_streams()
+
+    def _take_streams(self) -> None:
         try:
             self._video = self._container.streams.video[0]
         except IndexError:
@@ -124,6 +155,22 @@ class ClipSource:
             raise ClipUnavailable(ClipReason.NO_VIDEO_STREAM, "the source has no video") from None
         audio = self._container.streams.audio
         self._audio = audio[0] if audio else None
+
+    def _reopen_if_blanked(self, spans: list[tuple[int, int]]) -> None:
+        """A clip reaching into what the open's probe saw as blanks gets a fresh demuxer.
+
+        FFmpeg's I/O buffer may keep what it last read and serve a seek inside it from there.
+        We could not make it serve those blanks to a cut (tests/unit/clipping), but nothing
+        promises it never will, and the price of being sure is small: only clips at the very
+        start of a file pay it (a re-parse of the index, no extra request).
+        """
+        if not spans or min(a for a, _ in spans) >= self._file.blanked_until:
+            return
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._file.blanked_until = 0
+        self._container = _av_open(self._file, None)
+        self._take_streams()
 
     @property
     def layout(self) -> str:
@@ -159,8 +206,15 @@ class ClipSource:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _plan_moov(self, start: float, end: float) -> tuple[int, list[tuple[int, int]]]:
-        """(keyframe pts, byte spans) from the demuxer's index entries."""
+    def _plan_moov(
+        self, start: float, end: float
+    ) -> tuple[int, list[tuple[int, int]], int | None]:
+        """(keyframe pts, byte spans, last video dts) from the demuxer's index entries.
+
+        The last video dts is set when the next GOP starts within the reorder margin: that
+        keyframe shows after everything the clip holds, so the clip ends before it and its
+        bytes (the largest frame of a GOP) are neither planned nor read.
+        """
         v = self._video
         tb = v.time_base
         entries = v.index_entries
@@ -174,25 +228,42 @@ class ClipSource:
             k = entries.search_timestamp(start_ts, backward=False, any_frame=False)
             k = max(k, 0)
         j = entries.search_timestamp(math.ceil(end / tb), backward=True, any_frame=True)
-        j = min(len(entries) - 1, max(j, k) + REORDER_MARGIN)
-        spans = [(e.pos, e.pos + e.size) for e in entries[k : j + 1]]
+        j = max(j, k)
+        last = min(len(entries) - 1, j + REORDER_MARGIN)
+        last_dts: int | None = None
+        for i in range(j + 1, last + 1):
+            if entries[i].is_keyframe:
+                last, last_dts = i - 1, int(entries[i - 1].timestamp)
+                break
+        spans = [(e.pos, e.pos + e.size) for e in entries[k : last + 1]]
         # Seek by the keyframe's presentation time: lands on it whether the demuxer
         # compares decode or presentation times.
         keyframe_pts = int(entries[k].timestamp) + delay
         kf_time = float(keyframe_pts * tb)
+        kf_dts_time = float(entries[k].timestamp * tb)
+        kf_pos = entries[k].pos
         if self._audio is not None and self._audio.time_base is not None:
             a = self._audio
             atb = a.time_base
             aentries = a.index_entries
             if len(aentries):
                 a0 = aentries.search_timestamp(
-                    math.floor((kf_time - AUDIO_MARGIN_S) / atb), backward=True, any_frame=True
+                    math.floor((kf_dts_time - DEMUX_WINDOW_S) / atb), backward=True, any_frame=True
                 )
                 a1 = aentries.search_timestamp(
-                    math.ceil((end + AUDIO_MARGIN_S) / atb), backward=True, any_frame=True
+                    math.ceil((end + self._audio_tail_s()) / atb), backward=True, any_frame=True
                 )
-                spans += [(e.pos, e.pos + e.size) for e in aentries[max(a0, 0) : a1 + 1]]
-        return keyframe_pts, spans
+                shown = math.floor(kf_time / atb)
+                spans += [
+                    (e.pos, e.pos + e.size)
+                    for e in aentries[max(a0, 0) : a1 + 1]
+                    if e.pos > kf_pos or e.timestamp >= shown
+                ]
+        return keyframe_pts, spans, last_dts
+
+    def _audio_tail_s(self) -> float:
+        rate = self._video.average_rate
+        return AUDIO_TAIL_FRAMES / float(rate) if rate else AUDIO_MARGIN_S
 
     def _plan_fragmented(self, start: float, end: float) -> list[tuple[int, int]]:
         """Byte spans from the fragment index (mfra's tfra, else sidx)."""
@@ -234,7 +305,7 @@ class ClipSource:
             return
         spans.sort()
         total = sum(b - a for a, b in spans)
-        gap_ok = max(MERGE_GAP_MIN, total // 20)
+        gap_ok = max(MERGE_GAP_MIN, int(total * MERGE_GAP_SHARE))
         merged = [list(spans[0])]
         for a, b in spans[1:]:
             if a - merged[-1][1] <= gap_ok:
@@ -273,15 +344,19 @@ class ClipSource:
         t0 = time.perf_counter()
         v = self._video
         tb = v.time_base
+        last_dts: int | None = None
         if self._layout.kind == "fragmented":
             self._fetch(self._plan_fragmented(start, end))
             seek_ts = math.floor(start / tb)
         else:
-            seek_ts, spans = self._plan_moov(start, end)
+            seek_ts, spans, last_dts = self._plan_moov(start, end)
             self._fetch(spans)
+            if self._file.blanked_until:
+                self._reopen_if_blanked(spans)
+                v = self._video
         t_fetch = time.perf_counter()
         try:
-            packets = self._collect(seek_ts, start, end, max_preroll_s)
+            packets = self._collect(seek_ts, start, end, max_preroll_s, last_dts)
             info = self._write(packets, start, end, Path(out_path), exact)
         except av.FFmpegError as error:
             raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"remux failed: {error}") from None
@@ -312,14 +387,16 @@ class ClipSource:
             },
         )
 
-    def _collect(self, seek_ts: int, start: float, end: float, max_preroll_s: float) -> _Packets:
+    def _collect(
+        self, seek_ts: int, start: float, end: float, max_preroll_s: float, last_dts: int | None
+    ) -> _Packets:
         """Demux from the keyframe at or before `start` to just past `end`."""
         v, a = self._video, self._audio
         tb = v.time_base
         target = math.floor((start + _EPS) / tb)
         for _attempt in range(4):
             self._container.seek(seek_ts, stream=v, backward=True, any_frame=False)
-            got = self._demux(start, end)
+            got = self._demux(start, end, last_dts)
             first = got.video[0] if got.video else None
             if first is None:
                 raise ClipUnavailable(ClipReason.START_BEYOND_DURATION, "no video at start")
@@ -344,7 +421,18 @@ class ClipSource:
             got.audio = []
         return got
 
-    def _demux(self, start: float, end: float) -> _Packets:
+    def _demux(self, start: float, end: float, last_dts: int | None) -> _Packets:
+        """Video from the keyframe to just past `end`, then audio until it covers the video.
+
+        Once the video is complete the video stream is discarded, so finishing the audio
+        does not read the video samples stored among it.
+        """
+        try:
+            return self._demux_packets(start, end, last_dts)
+        finally:
+            self._video.discard = av.stream.Discard.default
+
+    def _demux_packets(self, start: float, end: float, last_dts: int | None) -> _Packets:
         v, a = self._video, self._audio
         tb = v.time_base
         end_ts = math.ceil((end - _EPS) / tb)
@@ -368,10 +456,13 @@ class ClipSource:
                     got.at_file_start = first_kf_dts is not None and packet.dts <= first_kf_dts
                 if packet.dts >= end_ts and max_pts is not None and packet.pts > max_pts:
                     video_done = True
-                    real_end_s = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
                 else:
                     got.video.append(packet)
                     max_pts = packet.pts if max_pts is None else max(max_pts, packet.pts)
+                    video_done = last_dts is not None and packet.dts >= last_dts
+                if video_done:
+                    real_end_s = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
+                    v.discard = av.stream.Discard.all
             elif a is not None:
                 got.audio.append(packet)
                 if video_done and float(packet.pts * a.time_base) >= real_end_s:

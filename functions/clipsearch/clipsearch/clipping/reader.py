@@ -8,7 +8,9 @@ depends on the plan: a wrong plan costs a request, never a wrong clip.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import io
+from collections.abc import Iterator
 
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.sources import RangeSource
@@ -35,6 +37,9 @@ class SparseFile(io.RawIOBase):
         self._pos = 0
         self.readahead = readahead
         self.demand_fetches = 0  # reads the plan did not foresee
+        self.blank_bytes = 0  # bytes answered with zeros while `serving_blanks`
+        self.blanked_until = 0  # end of the furthest byte answered with zeros
+        self._blanks: tuple[tuple[int, int], ...] = ()
         for offset, data in regions:
             self._insert(offset, data)
 
@@ -129,6 +134,34 @@ class SparseFile(io.RawIOBase):
         for offset, data in keep:
             self._insert(offset, data)
 
+    @contextlib.contextmanager
+    def serving_blanks(self, ranges: tuple[tuple[int, int], ...]) -> Iterator[None]:
+        """Answer reads in `ranges` that we do not hold with zeros instead of fetching them.
+
+        For the open only, over the media payload: the demuxer's stream probe reads the first
+        packet, which no cut uses (every cut seeks to its keyframe first) and whose codec
+        parameters the sample description already gives. Fetching it cost a request per cold
+        open; box headers and the index are never blanked. The demuxer's I/O buffer may still
+        hold blanks afterwards: a reader of bytes below `blanked_until` must reopen first.
+        """
+        self._blanks = ranges
+        try:
+            yield
+        finally:
+            self._blanks = ()
+
+    def _blank_run(self, size: int) -> bytes | None:
+        end = next((b for a, b in self._blanks if a <= self._pos < b), None)
+        if end is None:
+            return None
+        gaps = self.gaps(self._pos, min(end, self._pos + size))
+        if not gaps or gaps[0][0] != self._pos:
+            return None
+        run = gaps[0][1] - self._pos
+        self.blank_bytes += run
+        self.blanked_until = max(self.blanked_until, self._pos + run)
+        return bytes(run)
+
     # -- file protocol (what PyAV calls) -------------------------------------------------
 
     @property
@@ -173,6 +206,9 @@ class SparseFile(io.RawIOBase):
         if size == 0 or self._pos >= self.size:
             return b""
         i = self._region_at(self._pos)
+        if i is None and (blank := self._blank_run(size)) is not None:
+            self._pos += len(blank)
+            return blank
         if i is None:
             self.demand_fetches += 1
             want = min(self.size, self._pos + max(size, self.readahead))
