@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 import random
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from google.cloud import pubsub_v1, storage
 from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.errors import PermanentError, Reason, TransientError
+from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import Query, QueryObject, SourceVideo
 from clipsearch.retry import RetryPolicy
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
@@ -192,15 +193,50 @@ def test_unknown_video_is_an_invalid_request_after_one_quick_retry(standin):
     assert standin.stats.billed_searches == 0
 
 
-@pytest.mark.parametrize(
-    "failure", [503, 500, "0429", "malformed_json", "drop_connection", "0409", "slow:3"]
-)
-def test_transient_failures_are_retried_then_succeed(standin, sample_video, failure):
-    standin.knobs.merge({"fail_next": [failure]})
+@pytest.mark.parametrize("failure", [503, 500, "0429", "0409"])
+def test_failures_the_vendor_answered_are_retried_then_succeed(standin, sample_video, failure):
+    standin.knobs.merge({"fail_next": [failure], "bill_abandoned": True})
     api = client_for(standin, read_timeout=1.5)
     hits = api.search(query(), query_image_bytes(sample_video.path, 5.0), far())
     assert hits
     assert standin.stats.billed_searches == 1
+
+
+@pytest.mark.parametrize("billing", ["pessimistic", "lenient"])
+@pytest.mark.parametrize("failure", ["malformed_json", "drop_connection", "slow:3"])
+def test_a_search_whose_answer_is_lost_is_never_sent_again(standin, sample_video, failure, billing):
+    """Pessimistic billing: the vendor ran (and billed) the search before the answer was lost."""
+    standin.knobs.merge({"fail_next": [failure], "bill_abandoned": billing == "pessimistic"})
+    api = client_for(standin, read_timeout=1.5)
+    with pytest.raises(PermanentError) as info:
+        api.search(query(), query_image_bytes(sample_video.path, 5.0), far())
+    assert info.value.reason is Reason.SEARCH_UNCONFIRMED
+    assert standin.stats.requests["search_clips_by_image"] == 1
+    if failure.startswith("slow:"):
+        time.sleep(float(failure.removeprefix("slow:")))  # let the abandoned search finish
+    assert standin.stats.billed_searches == (1 if billing == "pessimistic" else 0)
+
+
+def test_a_search_that_never_connects_is_retried(standin):
+    """Nothing listens on the port: the vendor cannot have run it, so retrying is safe."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again before the client connects
+    retried = []
+    api = HttpSearchApi(
+        new_session(),
+        api_key=KEY,
+        base_url=f"http://127.0.0.1:{port}/serve/api/v1",
+        download_base_url=standin.base_url,
+        timeouts=(2, 10),
+        retry=RetryPolicy(3, 30, base_delay_s=0.01, max_delay_s=0.02),
+        logger=logging.getLogger("test"),
+        sleep=retried.append,
+    )
+    with pytest.raises(TransientError) as info:
+        api.search(query(), image_bytes(), far())
+    assert not isinstance(info.value, AnswerLost)
+    assert len(retried) == 2  # three attempts
 
 
 def test_persistent_transient_failure_gives_up_within_attempts(standin):

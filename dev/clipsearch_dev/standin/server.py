@@ -101,6 +101,9 @@ def _split_target(spec: str) -> tuple[str | None, str]:
     return None, spec
 
 
+_ANSWER_LOST = frozenset({"malformed_json", "drop_connection"})
+
+
 @dataclass
 class Knobs:
     """Run-time behaviour switches; tests and other processes change them while it serves.
@@ -584,6 +587,9 @@ class StandinServer:
                 def view() -> Response:
                     started = time.monotonic()
                     resp = self._gate(name) or handler()
+                    late = g.pop("late_failure", None)
+                    if late is not None:
+                        resp = self._inject(late) or resp
                     log.info(
                         "%s -> %s in %.3fs",
                         name,
@@ -625,6 +631,11 @@ class StandinServer:
             time.sleep(self.knobs.latency_s)
         failure = self.knobs.take_failure(endpoint)
         if failure is not None:
+            if self.knobs.bill_abandoned and failure in _ANSWER_LOST:
+                # Pessimistic model: the call runs (a search is billed), then its answer is
+                # lost on the way back.
+                g.late_failure = failure
+                return None
             injected = self._inject(failure)
             if injected is not None:
                 return injected

@@ -33,6 +33,7 @@ class Reason(StrEnum):
     VIDEO_NOT_FOUND = "video_not_found"
     VIDEO_NOT_INDEXED = "video_not_indexed"
     VIDEO_PARSE_ERROR = "video_parse_error"
+    SEARCH_UNCONFIRMED = "search_unconfirmed"
     EVENT_TOO_OLD = "event_too_old"
     BAD_EVENT = "bad_event"
 
@@ -69,6 +70,14 @@ class TransientError(ClipSearchError):
         super().__init__(message)
         self.message = message
         self.retry_after_s = retry_after_s
+
+
+class AnswerLost(TransientError):
+    """The request may have reached the vendor and run, but its answer did not reach us.
+
+    A timeout after sending, a dropped connection, an HTTP 200 whose body is unusable. Harmless
+    to retry for a free call; a search is billed when it runs, so a search never is.
+    """
 
 
 class FetchRefused(ClipSearchError):

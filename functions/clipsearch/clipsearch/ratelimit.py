@@ -32,6 +32,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = 0.0
+        self._last_grant = -float("inf")
 
     def acquire(self, deadline: float) -> float:
         """Wait for this caller's slot; returns the seconds waited.
@@ -40,7 +41,7 @@ class RateLimiter:
         raises TransientError (the trigger redelivers later) and leaves the slot to others.
         """
         with self._lock:
-            now = self._clock()
+            now = asked = self._clock()
             slot = max(now, self._next_free)
             if slot > deadline:
                 raise TransientError(
@@ -52,4 +53,14 @@ class RateLimiter:
         wait = slot - now
         if wait > 0:
             self._sleep(wait)
-        return wait
+        # A thread can wake late on a loaded machine; the next one, waking on time, would then
+        # send less than an interval after it and meet the vendor's limit. Grants are spaced
+        # by the time they actually happen, not only by the schedule.
+        while True:
+            with self._lock:
+                now = self._clock()
+                ready = self._last_grant + self._interval
+                if now >= ready:
+                    self._last_grant = now
+                    return now - asked
+            self._sleep(ready - now)

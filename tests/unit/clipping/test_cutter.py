@@ -19,7 +19,6 @@ from clipsearch.clipping import (
     SourceIndex,
     boxes,
     cut_clip,
-    cutter,
     poster_frame,
 )
 from clipsearch.clipping.sources import RangeSource
@@ -298,12 +297,13 @@ def test_the_open_probes_the_first_packet_without_fetching_it(
             assert audio_end(info.path) >= info.end - info.start - 0.05
 
 
-def test_a_clip_ending_just_before_a_keyframe_does_not_read_it(
-    sources, source_frames, tmp_path, monkeypatch
-):
-    """The next GOP's keyframe (a GOP's largest frame) is neither planned nor demuxed."""
-    monkeypatch.setattr(cutter, "MERGE_GAP_MIN", 0)  # tiny test frames: no merging across it
-    monkeypatch.setattr(cutter, "MERGE_GAP_SHARE", 0)
+def test_a_clip_ending_just_before_a_keyframe_does_not_plan_it(sources, source_frames, tmp_path):
+    """The next GOP's keyframe (a GOP's largest frame) is not planned, and the clip is right.
+
+    Whether the demuxer then reads it depends on its size: FFmpeg reads small forward gaps
+    instead of seeking (32 KiB), so the tiny keyframes here are read through; 720p ones are
+    not (docs/bench-clipping.md).
+    """
     path = sources["moov_at_end"]
     with av.open(str(path)) as container:
         video = container.streams.video[0]
@@ -313,10 +313,14 @@ def test_a_clip_ending_just_before_a_keyframe_does_not_read_it(
             if e.is_keyframe and float(e.timestamp * video.time_base) > 30
         )
         keyframe_dts = float(keyframe.timestamp * video.time_base)
-    source = RecordingSource(path)
-    info = cut_clip(source, keyframe_dts - 4, keyframe_dts - 0.15, tmp_path / "k.mp4")
+    start, end = keyframe_dts - 4, keyframe_dts - 0.15
+    with ClipSource(FileRangeSource(path)) as clips:
+        _, spans, last_dts = clips._plan_moov(start, end)
+        info = clips.cut(start, end, tmp_path / "k.mp4")
+    assert last_dts is not None
+    assert last_dts < keyframe.timestamp
+    assert not [(a, b) for a, b in spans if a < keyframe.pos + keyframe.size and keyframe.pos < b]
     check_clip(info, source_frames["moov_at_end"])
-    assert _fetched(source, keyframe.pos, keyframe.pos + keyframe.size) == 0
     assert audio_end(info.path) >= info.end - info.start - 0.05
 
 

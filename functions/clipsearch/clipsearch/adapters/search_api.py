@@ -11,10 +11,11 @@ from typing import IO, Any, cast
 from urllib.parse import quote
 
 import requests
+import urllib3
 
 from clipsearch.clipping import HttpRangeSource, RangeSource
 from clipsearch.core import api
-from clipsearch.errors import TransientError
+from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
 from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy, call_with_retries
@@ -90,30 +91,48 @@ class HttpSearchApi:
             deadline=deadline,
         )
 
-    def _request(self, method: str, url: str, **kwargs: Any) -> requests.Response:
+    def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
+        # Never wait for an answer past the event's deadline: the platform would kill the
+        # attempt mid-request, leaving no record of whether the vendor ran it.
+        connect, read = self._timeouts
+        read = max(0.5, min(read, deadline - self._clock()))
         try:
             return self._session.request(
-                method, url, headers={"Authorization": self._key}, timeout=self._timeouts, **kwargs
+                method, url, headers={"Authorization": self._key}, timeout=(connect, read), **kwargs
             )
         except requests.RequestException as error:
             # Say what failed without echoing the request (its headers hold the key).
-            raise TransientError(
-                f"{method} {url.split('?', maxsplit=1)[0]}: {type(error).__name__}"
-            ) from None
+            what = f"{method} {url.split('?', maxsplit=1)[0]}: {type(error).__name__}"
+            if _never_reached(error):
+                raise TransientError(what) from None
+            raise AnswerLost(what) from None
 
     def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]:
+        """Hits; retried only on failures after which the vendor cannot have run the search.
+
+        A search whose answer is lost may have been billed: it ends the query as
+        `search_unconfirmed` instead of being sent again.
+        """
         form = api.build_search_form(self._base, query)
 
         def once() -> list[Hit]:
-            response = self._request(
-                "POST",
-                form.url,
-                data=list(form.fields),
-                files=[("file", (form.filename, image, form.content_type))],
-            )
-            return api.interpret_search_response(
-                response.status_code, dict(response.headers), response.content
-            )
+            try:
+                response = self._request(
+                    "POST",
+                    form.url,
+                    deadline,
+                    data=list(form.fields),
+                    files=[("file", (form.filename, image, form.content_type))],
+                )
+                return api.interpret_search_response(
+                    response.status_code, dict(response.headers), response.content
+                )
+            except AnswerLost as error:
+                raise PermanentError(
+                    Reason.SEARCH_UNCONFIRMED,
+                    f"the search was sent but its answer was lost ({error.message}); it may"
+                    " have been billed, so it is not sent again",
+                ) from None
 
         hits: list[Hit] = self._retrying("search", once, deadline, self._search_limiter)
         return hits
@@ -123,6 +142,7 @@ class HttpSearchApi:
             response = self._request(
                 "GET",
                 self._base + api.METADATA_PATH,
+                deadline,
                 params={"video_no": video_no, "unique_id": unique_id},
             )
             return api.interpret_metadata_response(
@@ -157,7 +177,7 @@ class HttpSearchApi:
         url = self._download_url(source)
 
         def once() -> requests.Response:
-            response = self._request("GET", url, stream=True)
+            response = self._request("GET", url, deadline, stream=True)
             content_type = response.headers.get("Content-Type", "")
             if response.status_code != 200 or content_type.startswith("application/json"):
                 body = response.content
@@ -178,6 +198,16 @@ class HttpSearchApi:
             )
         finally:
             response.close()
+
+
+def _never_reached(error: requests.RequestException) -> bool:
+    """True when the request cannot have reached the vendor: no connection was made."""
+    if isinstance(error, requests.ConnectTimeout | requests.exceptions.SSLError):
+        return True
+    if isinstance(error, requests.ConnectionError) and error.args:
+        reason = getattr(error.args[0], "reason", None)
+        return isinstance(reason, urllib3.exceptions.NewConnectionError)
+    return False
 
 
 class PacedSession(requests.Session):

@@ -206,9 +206,7 @@ class ClipSource:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _plan_moov(
-        self, start: float, end: float
-    ) -> tuple[int, list[tuple[int, int]], int | None]:
+    def _plan_moov(self, start: float, end: float) -> tuple[int, list[tuple[int, int]], int | None]:
         """(keyframe pts, byte spans, last video dts) from the demuxer's index entries.
 
         The last video dts is set when the next GOP starts within the reorder margin: that

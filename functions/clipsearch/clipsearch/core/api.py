@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from clipsearch.errors import PermanentError, Reason, TransientError
+from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import Hit, Query, SourceVideo, VideoMetadata
 
 SEARCH_PATH = "/search_clips_by_image"
@@ -98,7 +98,7 @@ def _envelope(status: int, headers: Mapping[str, str], body: bytes) -> Mapping[s
                 raise TransientError(f"API answered HTTP {status}", retry_after_s=retry_after)
             raise PermanentError(Reason.API_REJECTED, f"API answered HTTP {status}")
     elif not isinstance(doc, Mapping):
-        raise TransientError("API answered HTTP 200 with a body that is not a JSON object")
+        raise AnswerLost("API answered HTTP 200 with a body that is not a JSON object")
     elif code == "0000":
         return doc
     rule = CODE_TABLE.get(code)
@@ -136,22 +136,22 @@ def _source(bucket: Any, blob: Any) -> SourceVideo | None:
 
 
 def interpret_search_response(status: int, headers: Mapping[str, str], body: bytes) -> list[Hit]:
-    """Typed hits, best first; a malformed body is transient (a glitch, worth one more try)."""
+    """Typed hits, best first. An unusable success body is an answer lost: the search ran."""
     doc = _envelope(status, headers, body)
     data = doc.get("data")
     if data is None:
         return []
     if not isinstance(data, list):
-        raise TransientError("API success envelope has a 'data' that is not a list")
+        raise AnswerLost("API success envelope has a 'data' that is not a list")
     hits = []
     for item in data:
         if not isinstance(item, Mapping):
-            raise TransientError("API hit is not an object")
+            raise AnswerLost("API hit is not an object")
         start = _number(_field(item, "start_time", "startTime"))
         end = _number(_field(item, "end_time", "endTime"))
         score = _number(_field(item, "score"))
         if start is None or end is None or start < 0 or end < start:
-            raise TransientError(f"API hit has unusable times: {start!r}..{end!r}")
+            raise AnswerLost(f"API hit has unusable times: {start!r}..{end!r}")
         hits.append(
             Hit(
                 start_time=start,
