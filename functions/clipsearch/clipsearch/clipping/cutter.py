@@ -90,9 +90,8 @@ def _media_payloads(layout: Layout) -> tuple[tuple[int, int], ...]:
     return tuple((b.offset + 16, b.end) for b in layout.boxes if b.kind == "mdat")
 
 
-def _av_open(f: SparseFile, layout: Layout | None) -> Any:
-    """Open the demuxer; with a layout, its probe of the first packet is answered with blanks."""
-    blanks = _media_payloads(layout) if layout is not None else ()
+def _av_open(f: SparseFile, blanks: tuple[tuple[int, int], ...]) -> Any:
+    """Open the demuxer; its probe reads inside `blanks` are answered with zeros."""
     try:
         with f.serving_blanks(blanks):
             return av.open(f, "r", format="mp4", container_options=_container_options())
@@ -128,11 +127,11 @@ class ClipSource:
             self.index = cached
             self._file = SparseFile(source, size=cached.size, regions=cached.spans)
             self._layout = Layout(cached.layout, cached.boxes)
-            self._container = _av_open(self._file, self._layout)
+            self._container = _av_open(self._file, _media_payloads(self._layout))
         else:
             self._file = SparseFile(source, size=source.size)
             self._layout = walk(self._file, max_index_bytes=max_index_bytes)
-            self._container = _av_open(self._file, self._layout)
+            self._container = _av_open(self._file, _media_payloads(self._layout))
             self.index = SourceIndex(
                 self._file.size, self._layout.kind, self._layout.boxes, self._file.regions
             )
@@ -169,7 +168,7 @@ class ClipSource:
         with contextlib.suppress(Exception):
             self._container.close()
         self._file.blanked_until = 0
-        self._container = _av_open(self._file, None)
+        self._container = _av_open(self._file, ())
         self._take_streams()
 
     @property
@@ -211,7 +210,8 @@ class ClipSource:
 
         The last video dts is set when the next GOP starts within the reorder margin: that
         keyframe shows after everything the clip holds, so the clip ends before it and its
-        bytes (the largest frame of a GOP) are neither planned nor read.
+        bytes (the largest frame of a GOP) are not planned; the demuxer skips them too unless
+        they fit FFmpeg's 32 KiB short-seek window, which it reads through instead.
         """
         v = self._video
         tb = v.time_base
@@ -349,9 +349,8 @@ class ClipSource:
         else:
             seek_ts, spans, last_dts = self._plan_moov(start, end)
             self._fetch(spans)
-            if self._file.blanked_until:
-                self._reopen_if_blanked(spans)
-                v = self._video
+            self._reopen_if_blanked(spans)
+            v = self._video
         t_fetch = time.perf_counter()
         try:
             packets = self._collect(seek_ts, start, end, max_preroll_s, last_dts)

@@ -37,7 +37,6 @@ class SparseFile(io.RawIOBase):
         self._pos = 0
         self.readahead = readahead
         self.demand_fetches = 0  # reads the plan did not foresee
-        self.blank_bytes = 0  # bytes answered with zeros while `serving_blanks`
         self.blanked_until = 0  # end of the furthest byte answered with zeros
         self._blanks: tuple[tuple[int, int], ...] = ()
         for offset, data in regions:
@@ -158,16 +157,10 @@ class SparseFile(io.RawIOBase):
         if not gaps or gaps[0][0] != self._pos:
             return None
         run = gaps[0][1] - self._pos
-        self.blank_bytes += run
         self.blanked_until = max(self.blanked_until, self._pos + run)
         return bytes(run)
 
     # -- file protocol (what PyAV calls) -------------------------------------------------
-
-    @property
-    def size_hint(self) -> int | None:
-        """The source's size if known without a read (GCS objects and files know it)."""
-        return self._size if self._size is not None else self._source.size
 
     @property
     def size(self) -> int:
