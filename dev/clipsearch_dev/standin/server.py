@@ -111,6 +111,8 @@ class Knobs:
     `fail_next` entries: an HTTP status (500, or "503"), a 4-digit result code sent with HTTP
     200 ("0001", "0429", "0402"), "malformed_json", "drop_connection" or "slow:<seconds>";
     prefix with "search:", "get_metadata:" or "download:" to aim at one endpoint.
+    `bill_abandoned` is the pessimistic billing model: a search runs and is billed even when
+    its caller timed out, or when its answer is then dropped or garbled.
     """
 
     latency_s: float = 0.0
