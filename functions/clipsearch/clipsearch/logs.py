@@ -19,6 +19,19 @@ ALERT = logging.CRITICAL + 5  # Cloud Logging's ALERT: somebody must act (key, c
 logging.addLevelName(ALERT, "ALERT")
 SEVERITY[ALERT] = "ALERT"
 CONTEXT_FIELDS = ("event_id", "object", "generation", "video_no", "reason", "status")
+# Measurement fields, read by the log-based metrics in infra/monitoring (docs/operations.md).
+# `event` names the kind of line: outcome, search_sent, duplicate, rate_wait, clip, retry.
+METRIC_FIELDS = (
+    "event",
+    "attempt",
+    "timings_ms",
+    "wait_s",
+    "fallback_reason",
+    "bytes_read",
+    "requests",
+    "clip_bytes",
+    "clip_ms",
+)
 TRACE_FIELD = "logging.googleapis.com/trace"
 
 
@@ -35,7 +48,7 @@ class JsonFormatter(logging.Formatter):
             "message": record.getMessage(),
             "logger": record.name,
         }
-        for field in CONTEXT_FIELDS:
+        for field in CONTEXT_FIELDS + METRIC_FIELDS:
             value = getattr(record, field, None)
             if value is not None:
                 entry[field] = value
