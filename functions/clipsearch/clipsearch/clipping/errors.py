@@ -17,6 +17,7 @@ class ClipReason(StrEnum):
     INDEX_TOO_LARGE = "index_too_large"
     SOURCE_UNREADABLE = "source_unreadable"
     SOURCE_CHANGED = "source_changed"
+    DEADLINE_EXCEEDED = "deadline_exceeded"  # the event's time ran out before this clip
 
 
 class ClipUnavailable(Exception):
