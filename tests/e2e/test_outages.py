@@ -22,7 +22,13 @@ def stack(tmp_path_factory) -> Iterator[LocalStack]:
     options = StackOptions(
         state_dir=tmp_path_factory.mktemp("outagestack"),
         search_rate_per_s=20.0,
-        function_env={"CLIPSEARCH_FETCH_MODE": "none"},
+        # The drills deliver their own events for objects under incoming/ in the results
+        # bucket, which no trigger watches; the function must take that bucket as its own.
+        function_env={
+            "CLIPSEARCH_FETCH_MODE": "none",
+            "CLIPSEARCH_QUERY_BUCKET": "clipsearch-results",
+            "CLIPSEARCH_INCLUDE_PREFIXES": "incoming/",
+        },
         gcs_on_disk=True,
     )
     with LocalStack(options) as running:
