@@ -44,7 +44,11 @@ bench: $(STAMP)
 # Re-resolve the locked dependencies; the deploy root's requirements.txt is generated from them.
 lock: $(STAMP)
 	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements/dev.lock
-	$(BIN)/uv pip compile -q --python-version 3.11 -c requirements/dev.lock pyproject.toml -o functions/clipsearch/requirements.txt
+	# The deploy root: every file pinned by hash; the first line makes the function's builder
+	# (pip) refuse anything unhashed (Cloud Build's deploy-deps step installs it the same way).
+	$(BIN)/uv pip compile -q --python-version 3.11 --generate-hashes --custom-compile-command "make lock" -c requirements/dev.lock pyproject.toml -o functions/clipsearch/requirements.txt
+	printf '%s\n' '--require-hashes' | cat - functions/clipsearch/requirements.txt > functions/clipsearch/requirements.txt.tmp
+	mv functions/clipsearch/requirements.txt.tmp functions/clipsearch/requirements.txt
 	$(BIN)/uv pip compile -q --python-version 3.11 requirements/checkov.in -o requirements/checkov.lock
 
 clean:

@@ -6,6 +6,7 @@ locals {
     "eventarc.googleapis.com",
     "iam.googleapis.com",
     "logging.googleapis.com",
+    "monitoring.googleapis.com",
     "pubsub.googleapis.com",
     "run.googleapis.com",
     "secretmanager.googleapis.com",
@@ -14,7 +15,8 @@ locals {
 }
 
 resource "google_project_service" "this" {
-  for_each = var.enable_apis ? toset(local.services) : toset([])
+  # The Billing Budget API only when a budget is created (budget.tf).
+  for_each = var.enable_apis ? toset(concat(local.services, var.billing_account == "" ? [] : ["billingbudgets.googleapis.com"])) : toset([])
 
   project            = var.project_id
   service            = each.value

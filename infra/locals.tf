@@ -23,6 +23,7 @@ locals {
   idempotency_prefix     = "${var.results_prefix}records/"
   videos_prefix          = "${var.results_prefix}videos/"
   clips_prefix           = "${var.results_prefix}clips/"
+  index_prefix           = "${var.results_prefix}index/" # MP4 index sidecars (core/naming.py)
 
   # The function's settings (clipsearch/settings.py, SETTINGS): every one but the API key is a
   # plain environment variable; the key is a Secret Manager secret env var (function.tf).
@@ -59,6 +60,7 @@ locals {
     # The idempotency lease and the event deadline follow the platform's timeout.
     CLIPSEARCH_FUNCTION_TIMEOUT_S = tostring(var.timeout_seconds)
     CLIPSEARCH_MAX_EVENT_AGE_S    = tostring(var.max_event_age_s)
+    CLIPSEARCH_MAX_ATTEMPTS       = tostring(var.max_attempts)
     CLIPSEARCH_UNINDEXED_WINDOW_S = tostring(var.unindexed_window_s)
     CLIPSEARCH_MAX_FETCH_BYTES    = tostring(var.max_fetch_bytes)
   }

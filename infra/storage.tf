@@ -52,18 +52,22 @@ resource "google_storage_bucket" "results" {
     enabled = true
   }
 
-  # Old clips: fetched videos go after clip_retention_days.
+  # Artifacts: copied videos, cut clips (with their posters) and the MP4 index sidecars the
+  # cutter caches under index/ go after clip_retention_days. A deleted sidecar is rebuilt on
+  # the next cut from that source; nothing else points to it.
   lifecycle_rule {
     condition {
       age            = var.clip_retention_days
-      matches_prefix = [local.videos_prefix, local.clips_prefix]
+      matches_prefix = [local.videos_prefix, local.clips_prefix, local.index_prefix]
     }
     action {
       type = "Delete"
     }
   }
 
-  # Result JSON and idempotency records: kept longer than any redelivery window.
+  # Result JSON and idempotency records: kept longer than any redelivery window (>= 2 days) and
+  # never longer than the clips they point to (result_retention_days <= clip_retention_days),
+  # so a stored result never outlives the artifacts its URIs name.
   lifecycle_rule {
     condition {
       age            = var.result_retention_days

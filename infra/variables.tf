@@ -43,7 +43,7 @@ variable "enable_apis" {
 # ---- Storage -----------------------------------------------------------------------------
 
 variable "clip_retention_days" {
-  description = "Delete fetched videos (under <results_prefix>videos/) this many days after creation."
+  description = "Delete artifacts (copied videos, clips and posters, MP4 index sidecars: <results_prefix>videos/, clips/, index/) this many days after creation."
   type        = number
   default     = 30
   validation {
@@ -53,18 +53,23 @@ variable "clip_retention_days" {
 }
 
 variable "result_retention_days" {
-  description = "Delete result records (under <results_prefix>results/: also the idempotency records) this many days after creation."
+  description = "Delete result JSON (<results_prefix>results/) and idempotency records (records/) this many days after creation; at most clip_retention_days, so stored URIs do not dangle."
   type        = number
-  default     = 90
+  default     = 30
   validation {
     # Eventarc redelivers for up to 24 h: a record must outlive every redelivery of its event.
     condition     = var.result_retention_days >= 2 && floor(var.result_retention_days) == var.result_retention_days
     error_message = "result_retention_days must be a whole number >= 2 (records must outlive redeliveries)."
   }
+  validation {
+    # A result JSON names clip URIs: it must not outlive them.
+    condition     = var.result_retention_days <= var.clip_retention_days
+    error_message = "result_retention_days must not exceed clip_retention_days (the JSON would point at deleted clips)."
+  }
 }
 
 variable "query_retention_days" {
-  description = "Delete query images this many days after upload (0 keeps them)."
+  description = "Delete query images this many days after upload (0 keeps them). A re-upload is a new generation, hence a new query: the old image is not needed for its outcome."
   type        = number
   default     = 0
   validation {
@@ -395,6 +400,16 @@ variable "max_event_age_s" {
   }
 }
 
+variable "max_attempts" {
+  description = "CLIPSEARCH_MAX_ATTEMPTS: deliveries of one event before an unplanned error ends the query as internal_error (instead of another redelivery)."
+  type        = number
+  default     = 3
+  validation {
+    condition     = var.max_attempts >= 1 && floor(var.max_attempts) == var.max_attempts
+    error_message = "max_attempts must be a whole number >= 1."
+  }
+}
+
 variable "unindexed_window_s" {
   description = "CLIPSEARCH_UNINDEXED_WINDOW_S: how long (seconds since upload) a query on a video that is still being indexed is retried before it ends in video_not_indexed."
   type        = number
@@ -412,5 +427,172 @@ variable "max_fetch_bytes" {
   validation {
     condition     = var.max_fetch_bytes >= 1
     error_message = "max_fetch_bytes must be positive."
+  }
+}
+
+# ---- Monitoring (monitoring.tf, docs/operations.md) -----------------------------------------
+
+variable "notification_emails" {
+  description = "Email addresses that get every alert (one email notification channel each)."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for e in var.notification_emails : can(regex("^[^@\\s]+@[^@\\s]+\\.[^@\\s]+$", e))])
+    error_message = "notification_emails must be email addresses."
+  }
+}
+
+variable "notification_channels" {
+  description = "Existing notification channel ids (projects/P/notificationChannels/N: Slack, PagerDuty, SMS, ...) that get every alert, in addition to notification_emails."
+  type        = list(string)
+  default     = []
+  validation {
+    condition     = alltrue([for c in var.notification_channels : can(regex("^projects/[^/]+/notificationChannels/[0-9]+$", c))])
+    error_message = "notification_channels must be ids like projects/P/notificationChannels/123."
+  }
+}
+
+variable "disabled_alerts" {
+  description = "Alert policies not to create: any of operator_alert, error_ratio, retry_storm, event_time_near_timeout, instances_at_max, oldest_unacked_event, dead_letter_backlog, search_unconfirmed, search_credit_budget."
+  type        = list(string)
+  default     = []
+  validation {
+    condition = alltrue([for a in var.disabled_alerts : contains([
+      "operator_alert", "error_ratio", "retry_storm", "event_time_near_timeout", "instances_at_max",
+      "oldest_unacked_event", "dead_letter_backlog", "search_unconfirmed", "search_credit_budget",
+    ], a)])
+    error_message = "disabled_alerts names an unknown alert policy (see the variable's description)."
+  }
+}
+
+variable "error_ratio_threshold" {
+  description = "Alert error_ratio fires when error outcomes exceed this fraction of all outcomes over 15 minutes."
+  type        = number
+  default     = 0.25
+  validation {
+    condition     = var.error_ratio_threshold > 0 && var.error_ratio_threshold < 1
+    error_message = "error_ratio_threshold must be between 0 and 1."
+  }
+}
+
+variable "retry_storm_per_5min" {
+  description = "Alert retry_storm fires when the function answers more than this many 5xx (redeliveries to come) per 5 minutes, for 10 minutes."
+  type        = number
+  default     = 30
+  validation {
+    condition     = var.retry_storm_per_5min >= 1
+    error_message = "retry_storm_per_5min must be >= 1."
+  }
+}
+
+variable "timeout_alert_fraction" {
+  description = "Alert event_time_near_timeout fires when the p95 event time exceeds this fraction of timeout_seconds."
+  type        = number
+  default     = 0.8
+  validation {
+    condition     = var.timeout_alert_fraction > 0 && var.timeout_alert_fraction < 1
+    error_message = "timeout_alert_fraction must be between 0 and 1."
+  }
+}
+
+variable "oldest_unacked_event_s" {
+  description = "Alert oldest_unacked_event fires when an upload event has waited longer than this (seconds) on the trigger's subscription."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.oldest_unacked_event_s >= 60
+    error_message = "oldest_unacked_event_s must be at least 60."
+  }
+}
+
+variable "daily_search_budget" {
+  description = "Searches (vendor credits) the account may spend per 24 h; 0 turns the search_credit_budget alert off."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.daily_search_budget >= 0
+    error_message = "daily_search_budget must be >= 0."
+  }
+}
+
+variable "search_budget_warn_fraction" {
+  description = "Alert search_credit_budget fires when searches sent in 24 h exceed this fraction of daily_search_budget."
+  type        = number
+  default     = 0.8
+  validation {
+    condition     = var.search_budget_warn_fraction > 0 && var.search_budget_warn_fraction <= 1
+    error_message = "search_budget_warn_fraction must be in (0, 1]."
+  }
+}
+
+# ---- Budget (budget.tf) -------------------------------------------------------------------
+
+variable "billing_account" {
+  description = "Billing account id (XXXXXX-XXXXXX-XXXXXX) for a GCP budget on this project; empty creates no budget."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.billing_account == "" || can(regex("^[0-9A-F]{6}-[0-9A-F]{6}-[0-9A-F]{6}$", var.billing_account))
+    error_message = "billing_account must be empty or an id like 012345-6789AB-CDEF01."
+  }
+}
+
+variable "monthly_budget" {
+  description = "Monthly GCP spend budget for this project, in the billing account's currency (whole units)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.monthly_budget >= 1 && floor(var.monthly_budget) == var.monthly_budget
+    error_message = "monthly_budget must be a whole number >= 1."
+  }
+}
+
+# ---- Deploy pipeline (cloudbuild_triggers.tf, docs/deploy.md) --------------------------------
+
+variable "build_repository" {
+  description = "Cloud Build 2nd-gen repository (projects/P/locations/L/connections/C/repositories/R) to create the plan and apply triggers for; empty creates no triggers."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.build_repository == "" || can(regex("^projects/[^/]+/locations/[^/]+/connections/[^/]+/repositories/[^/]+$", var.build_repository))
+    error_message = "build_repository must be empty or projects/P/locations/L/connections/C/repositories/R."
+  }
+}
+
+variable "tf_state_bucket" {
+  description = "The Terraform state bucket (created once, docs/deploy.md): the plan identity may read it, the deployer may write it."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.build_repository == "" || var.tf_state_bucket != ""
+    error_message = "tf_state_bucket is required when build_repository is set."
+  }
+}
+
+variable "deployer_service_account" {
+  description = "Email of the deployer identity (created once by an owner, docs/deploy.md) that the apply trigger runs as."
+  type        = string
+  default     = ""
+  validation {
+    condition     = var.build_repository == "" || can(regex("^[^@]+@[^@]+\\.iam\\.gserviceaccount\\.com$", var.deployer_service_account))
+    error_message = "deployer_service_account (a service account email) is required when build_repository is set."
+  }
+}
+
+variable "builder_images" {
+  description = "Cloud Build step images pinned by digest (NAME:TAG@sha256:...): python, cloud_sdk (emulators tag), terraform. docs/deploy.md says how to read a digest."
+  type = object({
+    python    = string
+    cloud_sdk = string
+    terraform = string
+  })
+  default = null
+  validation {
+    condition     = var.builder_images == null ? true : alltrue([for i in values(var.builder_images) : can(regex("^[^@\\s]+@sha256:[0-9a-f]{64}$", i))])
+    error_message = "builder_images must each be pinned by digest: NAME:TAG@sha256:<64 hex>."
+  }
+  validation {
+    condition     = var.build_repository == "" || var.builder_images != null
+    error_message = "builder_images (pinned by digest) are required when build_repository is set."
   }
 }

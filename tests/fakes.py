@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import io
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 from clipsearch.clipping import FileRangeSource, RangeSource
-from clipsearch.errors import FetchRefused, PermanentError, Reason
+from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
 
@@ -68,7 +68,13 @@ class FakeStorage:
         return Artifact(self.bucket, name, "copy", len(src.data), reused=False)
 
     def upload_stream(
-        self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
+        self,
+        name: str,
+        stream: IO[bytes],
+        size: int | None,
+        content_type: str,
+        source_id: str,
+        deadline: float | None = None,
     ) -> Artifact:
         self.uploads += 1
         data = stream.read()
@@ -79,7 +85,9 @@ class FakeStorage:
         obj = self.objects.get((self.bucket, name))
         return None if obj is None else obj.data
 
-    def write_bytes(self, name: str, data: bytes, content_type: str) -> None:
+    def write_bytes(
+        self, name: str, data: bytes, content_type: str, deadline: float | None = None
+    ) -> None:
         self.put(self.bucket, name, data)
 
     def find_artifact(self, name: str, mode: str) -> Artifact | None:
@@ -99,7 +107,13 @@ class FakeStorage:
         )
 
     def upload_file(
-        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+        self,
+        name: str,
+        path: Path,
+        content_type: str,
+        metadata: dict[str, str],
+        mode: str,
+        deadline: float | None = None,
     ) -> Artifact:
         self.uploads += 1
         data = path.read_bytes()
@@ -124,7 +138,7 @@ class FileSources:
         self.files = files or {}
         self.opened: list[FileRangeSource] = []
 
-    def open_range(self, source: SourceVideo) -> RangeSource | None:
+    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource | None:
         path = self.files.get(source)
         if path is None:
             return None
@@ -143,9 +157,19 @@ class FakeSearchApi:
         self.downloads: dict[SourceVideo, bytes] = {}
         self.metadata_calls = 0
 
-    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]:
-        self.searches.append((query, image))
+    def search(
+        self,
+        query: Query,
+        image: bytes,
+        deadline: float,
+        before_send: Callable[[], None] | None = None,
+    ) -> list[Hit]:
         item = self.script.pop(0) if len(self.script) > 1 else self.script[0]
+        if isinstance(item, TransientError):  # refused before sending, as 0429 is
+            raise item
+        if before_send is not None:
+            before_send()
+        self.searches.append((query, image))
         if isinstance(item, Exception):
             raise item
         return item

@@ -13,7 +13,7 @@ from collections.abc import Callable, MutableMapping, Sequence
 from pathlib import Path
 from typing import TextIO
 
-from clipsearch_cli import backfill, report, results, submit
+from clipsearch_cli import backfill, report, results, status, submit
 from clipsearch_cli.config import CliSettings, UsageError, apply_env_file
 from clipsearch_cli.context import CommandError, Context
 from clipsearch_cli.ports import Storage, Subscriber
@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="progress bars on stderr (auto: when stderr is a terminal)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (submit, results, backfill, report):
+    for module in (submit, results, backfill, report, status):
         module.add_parser(commands)
     return parser
 

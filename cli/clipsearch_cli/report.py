@@ -12,13 +12,19 @@ in to Google with read access to the results bucket. `--embed` instead downloads
 and poster next to the page (`NAME_files/`), so the page works offline and can be shared.
 
 Opening the page with `?selftest=1` plays every clip muted and writes what happened into
-`<pre id="selftest">` (used by the headless-browser test; harmless otherwise).
+`<pre id="selftest">`, and whether anything sticks out of its card or the page scrolls sideways
+into `<pre id="selftest-layout">` (used by the headless-browser tests; harmless otherwise).
+
+Every value in the page comes from names other people chose (object, prompt, video_no, ...):
+all are escaped, the image's MIME type comes from a fixed list, and a Content-Security-Policy
+lets only the page's own script and style run, whatever slips through.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import hashlib
 import html
 import io
 import json
@@ -26,10 +32,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from clipsearch.contract import from_avro_json
 from clipsearch.core.naming import result_name
+from clipsearch.core.validation import EXTENSION_KINDS, sniff_image_kind
 from clipsearch_cli.config import UsageError
 from clipsearch_cli.context import CommandError, Context
 
@@ -236,12 +243,15 @@ def poster_jpeg(video: Path, at_s: float) -> bytes | None:
 
 
 _CSS = """
-body{font:15px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:60rem;color:#222}
-h1{font-size:1.4rem} .meta td{padding:.1rem .8rem .1rem 0;vertical-align:top}
-.query img{max-width:24rem;border:1px solid #ccc}
-.clips{display:grid;grid-template-columns:repeat(auto-fill,minmax(18rem,1fr));gap:1rem}
-.clip{border:1px solid #ddd;border-radius:6px;padding:.6rem}
+body{font:15px/1.4 system-ui,sans-serif;margin:2rem auto;max-width:60rem;padding:0 1rem;
+color:#222;overflow-wrap:anywhere}
+h1{font-size:1.4rem} .meta{table-layout:fixed;width:100%;border-collapse:collapse}
+.meta td{padding:.1rem .8rem .1rem 0;vertical-align:top} .meta td:first-child{width:7rem}
+.query img{max-width:min(24rem,100%);border:1px solid #ccc}
+.clips{display:grid;grid-template-columns:repeat(auto-fill,minmax(min(18rem,100%),1fr));gap:1rem}
+.clip{border:1px solid #ddd;border-radius:6px;padding:.6rem;min-width:0}
 .clip video{width:100%;background:#000} .error{color:#a00} .muted{color:#777}
+pre{white-space:pre-wrap}
 """
 
 _SELFTEST = """
@@ -262,9 +272,46 @@ _SELFTEST = """
     v.addEventListener('error', write);
     var p = v.play(); if (p) p.catch(function(e){ report[i].error = String(e); write(); });
   });
-  write(); setInterval(write, 250);
+  function layout(){
+    var cards = Array.prototype.slice.call(document.querySelectorAll('.clip,.meta,.query,.error'));
+    var found = {scrollWidth: document.documentElement.scrollWidth, innerWidth: innerWidth,
+      cards: cards.length, overflowing: []};
+    cards.forEach(function(card){ var box = card.getBoundingClientRect();
+      [card].concat(Array.prototype.slice.call(card.querySelectorAll('*'))).forEach(function(el){
+        var r = el.getBoundingClientRect(), name = el.tagName + ' in ' + card.className;
+        if (r.left < box.left - 1 || r.right > box.right + 1)
+          found.overflowing.push(name + ': box ' + Math.round(r.width) + ' wider than ' +
+            Math.round(box.width));
+        if (el.clientWidth > 0 && el.scrollWidth > el.clientWidth + 1)
+          found.overflowing.push(name + ': content ' + el.scrollWidth + ' wider than ' +
+            el.clientWidth); }); });
+    document.getElementById('selftest-layout').textContent = JSON.stringify(found);
+  }
+  write(); layout(); setInterval(function(){ write(); layout(); }, 250);
 })();
 """
+
+
+def _csp_hash(text: str) -> str:
+    return "'sha256-" + base64.b64encode(hashlib.sha256(text.encode()).digest()).decode() + "'"
+
+
+def content_security_policy(media: list[Media]) -> str:
+    """Only the page's own script and style run; media from its files, https, or the emulator.
+
+    https: is allowed for media because storage.cloud.google.com answers with a redirect to
+    another Google host; plain-http origins (the local emulator) are listed one by one.
+    """
+    origins = set()
+    for url in [m.video for m in media] + [m.poster for m in media]:
+        parts = urlsplit(url or "")
+        if parts.scheme == "http" and parts.netloc:
+            origins.add(f"http://{parts.netloc}")
+    sources = " ".join(["'self'", "https:", *sorted(origins)])
+    return (
+        f"default-src 'none'; script-src {_csp_hash(_SELFTEST)}; style-src {_csp_hash(_CSS)};"
+        f" img-src {sources} data:; media-src {sources}; base-uri 'none'; form-action 'none'"
+    )
 
 
 def render(outcome: dict[str, Any], image: bytes | None, media: list[Media]) -> str:
@@ -272,10 +319,12 @@ def render(outcome: dict[str, Any], image: bytes | None, media: list[Media]) -> 
     e = html.escape
     query = outcome["query"]
     title = f"clipsearch: {query['object']}"
+    policy = content_security_policy(media)
     rows = [
         ("query", f"gs://{query['bucket']}/{query['object']}#{query['generation']}"),
         ("video_no", query.get("video_no") or ""),
         ("prompt", query.get("prompt") or ""),
+        ("unique_id", query.get("unique_id") or ""),
         ("status", outcome["status"]),
         ("produced at", outcome.get("produced_at", "")),
         ("result", outcome.get("result_uri", "")),
@@ -283,6 +332,7 @@ def render(outcome: dict[str, Any], image: bytes | None, media: list[Media]) -> 
     parts = [
         "<!doctype html>",
         '<html lang="en"><head><meta charset="utf-8">',
+        f'<meta http-equiv="Content-Security-Policy" content="{e(policy)}">',
         f"<title>{e(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{e(title)}</h1>",
         '<table class="meta">',
@@ -290,10 +340,12 @@ def render(outcome: dict[str, Any], image: bytes | None, media: list[Media]) -> 
         "</table>",
         '<div class="query">',
     ]
-    if image is not None:
+    mime = _image_mime(query["object"], image) if image is not None else None
+    if image is not None and mime is not None:
         encoded = base64.b64encode(image).decode()
-        mime = _image_mime(query["object"])
         parts.append(f'<img alt="query image" src="data:{mime};base64,{encoded}">')
+    elif image is not None:
+        parts.append('<p class="muted">query image is not a JPEG/PNG/GIF/BMP/WEBP image</p>')
     else:
         parts.append('<p class="muted">query image not readable</p>')
     parts.append("</div>")
@@ -331,11 +383,16 @@ def render(outcome: dict[str, Any], image: bytes | None, media: list[Media]) -> 
         parts.append(f'<p class="muted">{"<br>".join(e(n) for n in notes if n)}</p></div>')
     parts.append("</div>")
     parts.append('<pre id="selftest"></pre>')
+    parts.append('<pre id="selftest-layout"></pre>')
     parts.append(f"<script>{_SELFTEST}</script>")
     parts.append("</body></html>")
     return "\n".join(parts) + "\n"
 
 
-def _image_mime(name: str) -> str:
-    extension = name.rsplit(".", 1)[-1].lower()
-    return {"jpg": "image/jpeg", "jpeg": "image/jpeg"}.get(extension, f"image/{extension}")
+def _image_mime(name: str, image: bytes) -> str | None:
+    """From a fixed list: what the bytes are, else what the name's extension says, else None.
+
+    Never built from the name itself: a name is anyone's text (`x.png" onerror="...`).
+    """
+    kind = sniff_image_kind(image) or EXTENSION_KINDS.get(name.rsplit(".", 1)[-1].lower())
+    return f"image/{kind}" if kind else None

@@ -35,9 +35,9 @@ def test_concurrent_duplicates_search_once_then_settle_to_one_message(make_harne
     slow = threading.Event()
     original = api.search
 
-    def slow_search(query, image, deadline):
+    def slow_search(query, image, deadline, before_send=None):
         slow.wait(0.3)  # keep the first attempt in flight while the others arrive
-        return original(query, image, deadline)
+        return original(query, image, deadline, before_send)
 
     api.search = slow_search  # type: ignore[method-assign]
     h = make_harness(api, CLIPSEARCH_FETCH_MODE="none")

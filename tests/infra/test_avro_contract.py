@@ -13,6 +13,7 @@ import fastavro
 import pytest
 
 from clipsearch.contract import (
+    SCHEMA_PATH,
     ContractError,
     from_avro_json,
     schema,
@@ -333,3 +334,69 @@ def test_validator_agrees_with_the_pubsub_emulator() -> None:
         channel.close()
     disagreements = [v for v in verdicts if v[0] != v[1]]
     assert not disagreements
+
+
+# --- A third-party decoder reads what we publish ------------------------------------------
+
+
+def _published_bytes() -> list[bytes]:
+    """Message bodies exactly as the service publishes them (service._publish)."""
+    hostile = "\"'<b>é,😀\\n\u2028;"
+    obj = _query_object()
+    query = Query(obj, video_no=f"V{hostile}", prompt=hostile, unique_id="u", image_kind="jpeg")
+    src = SourceVideo("mavi-resource", f"v/{hostile}.mp4")
+    clips = [
+        ClipResult(
+            1,
+            Hit(1.0, 2.0, 0.9, src),
+            src,
+            Artifact("rb", "x/a.mp4", "clip", 2**40, False, 0.5, 2.0, True, "gs://rb/p.jpg"),
+        ),
+        ClipResult(2, Hit(3.0, 4.0, 0.1, None), None, None, fetch_error=hostile),
+    ]
+    timings = Timings(1.0, 2.0, 3.0, 6.0)
+    success = messages.success_message(query, clips, timings, "gs://rb/r.json", "2026-01-01Z")
+    refused = messages.error_message(
+        QueryObject(
+            "qb", "in/x.tiff", 9, -1, "image/tiff", {"x-goog-meta-Video_No": "V9"}, "e", ""
+        ),
+        None,
+        Reason.UNSUPPORTED_EXTENSION,
+        hostile,
+        timings,
+        "gs://rb/r.json",
+        "2026-01-01Z",
+    )
+    return [messages.encode(to_avro_json(m)) for m in (*_code_messages(), success, refused)]
+
+
+@pytest.mark.parametrize("wire", _published_bytes(), ids=["success", "error", "hostile", "refused"])
+def test_fastavro_json_reader_decodes_what_we_publish(wire: bytes) -> None:
+    """fastavro's Avro JSON reader, given only the .avsc, decodes each published body to
+    exactly what our own decoder (from_avro_json, used by `clipsearch results`) returns."""
+    parsed = fastavro.parse_schema(json.loads(SCHEMA_PATH.read_text(encoding="utf-8")))
+    [record] = list(fastavro.json_reader(io.StringIO(wire.decode("utf-8")), parsed))
+    assert record == from_avro_json(json.loads(wire))
+    assert record["status"] in ("success", "error")
+
+
+def test_fastavro_is_no_substitute_for_the_pubsub_validator() -> None:
+    """Why contract.py keeps its own codec (see its docstring): fastavro's reader accepts
+    bodies Pub/Sub rejects, and refuses the plain JSON our decoder passes through."""
+    parsed = fastavro.parse_schema(schema())
+
+    def read(message: Any) -> Any:
+        return next(iter(fastavro.json_reader(io.StringIO(json.dumps(message)), parsed)))
+
+    missing = copy.deepcopy(ERROR_ENCODED)
+    del missing["query"]["video_no"]  # has a default; Pub/Sub still requires every field
+    fractional = copy.deepcopy(SUCCESS_ENCODED)
+    fractional["clips"][0]["rank"] = 1.5
+    for accepted_by_fastavro in (missing, fractional):
+        read(accepted_by_fastavro)
+        with pytest.raises(ContractError):
+            validate_message(accepted_by_fastavro)
+    plain = from_avro_json(SUCCESS_ENCODED)
+    assert from_avro_json(plain) == plain
+    with pytest.raises(AttributeError):  # fastavro 1.13 expects the {branch: value} wrapper
+        read(plain)

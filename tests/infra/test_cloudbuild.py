@@ -1,31 +1,48 @@
-"""cloudbuild.yaml: valid against Cloud Build's schema, and shaped as the pipeline we promise."""
+"""cloudbuild.yaml (apply) and cloudbuild-plan.yaml (plan): valid against Cloud Build's schema,
+shaped as the pipeline we promise, and run by triggers (infra/cloudbuild_triggers.tf) that keep
+the deployer's rights away from branches."""
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
 from functools import cache
+from pathlib import Path
 from typing import Any
 
+import pytest
 from ruamel.yaml import YAML
 
-from tests.infra.hcl import REPO
+from tests.infra.hcl import REPO, block, config, resource
+from tests.infra.tfexpr import text
 
 CLOUDBUILD = REPO / "cloudbuild.yaml"
+PLAN = REPO / "cloudbuild-plan.yaml"
 ORDER = ["install", "lint", "typecheck", "tests", "tf-fmt", "tf-init", "tf-validate", "tf-plan"]
+IMAGE_SUBSTITUTIONS = {"_PYTHON_IMAGE", "_CLOUD_SDK_IMAGE", "_TERRAFORM_IMAGE"}
 
 
 @cache
+def _load(path: Path) -> Any:
+    return YAML(typ="safe").load(path.read_text(encoding="utf-8"))
+
+
 def _build() -> Any:
-    return YAML(typ="safe").load(CLOUDBUILD.read_text(encoding="utf-8"))
+    return _load(CLOUDBUILD)
 
 
-def _steps() -> dict[str, Any]:
-    return {step.get("id"): step for step in _build()["steps"]}
+def _steps(path: Path = CLOUDBUILD) -> dict[str, Any]:
+    return {step.get("id"): step for step in _load(path)["steps"]}
 
 
-def test_validates_against_the_cloud_build_schema() -> None:
+def _script(step: Any) -> str:
+    return " ".join(map(str, step.get("args", [])))
+
+
+@pytest.mark.parametrize("path", [CLOUDBUILD, PLAN], ids=["apply", "plan"])
+def test_validates_against_the_cloud_build_schema(path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable,
@@ -33,7 +50,7 @@ def test_validates_against_the_cloud_build_schema() -> None:
             "check_jsonschema",
             "--builtin-schema",
             "vendor.cloudbuild",
-            str(CLOUDBUILD),
+            str(path),
         ],
         capture_output=True,
         text=True,
@@ -77,13 +94,33 @@ def test_wait_for_names_existing_earlier_steps_and_orders_the_pipeline() -> None
     assert "tf-plan" in upstream("tf-apply")
 
 
-def test_builder_images_are_pinned() -> None:
-    for step in _build()["steps"]:
-        image = step["name"]
-        assert "@sha256:" in image or re.search(r":[\w.-]*\d[\w.-]*$", image), (
-            f"{step['id']}: pin {image} to a version tag or digest"
+@pytest.mark.parametrize("path", [CLOUDBUILD, PLAN], ids=["apply", "plan"])
+def test_builder_images_are_pinned_by_digest_through_the_triggers(path: Path) -> None:
+    # Every step image is a substitution, empty by default (an unpinned build fails to start)...
+    build = _load(path)
+    for step in build["steps"]:
+        (name,) = re.findall(r"^\$\{(_[A-Z_]+)\}$", step["name"]) or [None]
+        assert name in IMAGE_SUBSTITUTIONS, f"{step['id']}: image {step['name']} is not pinned"
+    assert {k: build["substitutions"][k] for k in IMAGE_SUBSTITUTIONS} == dict.fromkeys(
+        IMAGE_SUBSTITUTIONS, ""
+    )
+    # ...that both triggers fill from var.builder_images, which only accepts digests.
+    subs = text(config()["locals"]["build_substitutions"])
+    assert "local.builder_substitutions" in subs
+    images = config()["locals"]["builder_substitutions"]
+    for key in IMAGE_SUBSTITUTIONS:
+        assert key in images
+    for trigger in ("plan", "apply"):
+        assert resource("google_cloudbuild_trigger", trigger)["substitutions"] == (
+            "${local.build_substitutions}"
         )
-        assert not image.endswith((":latest", ":emulators", ":slim")), image
+    validations = config()["variable"]["builder_images"]["validation"]
+    (condition,) = [text(v["condition"]) for v in validations if "sha256" in v["condition"]]
+    pattern = text(re.findall(r'regex\("(.*?)", i\)', condition)[0])
+    digest = "sha256:" + "0123456789abcdef" * 4
+    assert re.search(pattern, f"hashicorp/terraform:1.11.4@{digest}")
+    assert not re.search(pattern, "hashicorp/terraform:1.11.4")
+    assert not re.search(pattern, "python:3.11.12-slim-bookworm@sha256:abc")
 
 
 def test_substitutions_for_project_region_prefix() -> None:
@@ -94,12 +131,71 @@ def test_substitutions_for_project_region_prefix() -> None:
         assert needle in plan
 
 
-def test_apply_runs_on_main_only_from_the_saved_plan() -> None:
-    script = " ".join(map(str, _steps()["tf-apply"]["args"]))
-    assert re.search(r'if \[ "\$\{?BRANCH_NAME\}?" = "main" \]', script)
+def test_apply_runs_from_the_saved_plan_and_only_in_the_apply_build() -> None:
+    script = _script(_steps()["tf-apply"])
+    assert re.search(r'if \[ "\$\{?BRANCH_NAME\}?" = "main" \]', script)  # second line only
     assert "apply -input=false tfplan" in script
     others = [s for s in _build()["steps"] if s["id"] != "tf-apply"]
-    assert not any(" apply " in " ".join(map(str, s.get("args", []))) for s in others)
+    assert not any(" apply " in _script(s) for s in others)
+
+
+def test_plan_build_cannot_change_anything() -> None:
+    steps = _steps(PLAN)
+    assert set(ORDER) <= set(steps)
+    assert "tf-apply" not in steps
+    assert not any(
+        re.search(r"\b(apply|import|state (rm|mv|push)|taint)\b", _script(s))
+        for s in steps.values()
+    )
+    assert "-lock=false" in _script(steps["tf-plan"])  # the planner may not write the state
+    # Same checks as the apply build, so a branch is tested as main will be.
+    assert {k: v for k, v in steps.items() if k != "tf-plan"} == {
+        k: v for k, v in _steps().items() if k not in ("tf-plan", "tf-apply")
+    }
+
+
+def test_triggers_split_plan_from_approved_apply() -> None:
+    plan = resource("google_cloudbuild_trigger", "plan")
+    apply = resource("google_cloudbuild_trigger", "apply")
+    assert plan["filename"] == "cloudbuild-plan.yaml"
+    assert apply["filename"] == "cloudbuild.yaml"
+    assert (PLAN.is_file(), CLOUDBUILD.is_file()) == (True, True)
+    plan_push = block(block(plan, "repository_event_config"), "push")
+    apply_push = block(block(apply, "repository_event_config"), "push")
+    assert plan_push["branch"] == ".*"
+    assert apply_push["branch"] == "^main$"
+    assert block(apply, "approval_config") == {"approval_required": True}
+    assert "approval_config" not in plan  # plans need nobody's approval: they change nothing
+    assert plan["service_account"] == "${google_service_account.planner[0].id}"
+    assert "var.deployer_service_account" in apply["service_account"]
+
+
+def test_the_plan_identity_is_read_only() -> None:
+    planner = "${google_service_account.planner[0].member}"
+    grants = [
+        (rtype, body)
+        for rtype, named in config()["resource"].items()
+        if rtype.endswith(("_iam_member", "_iam_binding"))
+        for body in named.values()
+        if planner in json.dumps(body)
+    ]
+    roles = {(rtype, body["role"]) for rtype, body in grants}
+    assert roles == {
+        ("google_project_iam_member", "roles/viewer"),
+        ("google_project_iam_member", "roles/iam.securityReviewer"),
+        ("google_project_iam_member", "roles/logging.logWriter"),
+        ("google_storage_bucket_iam_member", "roles/storage.objectViewer"),
+    }
+    (state,) = [b for t, b in grants if t == "google_storage_bucket_iam_member"]
+    assert state["bucket"] == "${var.tf_state_bucket}"
+
+
+def test_deploy_dependencies_are_installed_with_require_hashes() -> None:
+    for path in (CLOUDBUILD, PLAN):
+        script = _script(_steps(path)["deploy-deps"])
+        assert "--require-hashes" in script
+        assert "functions/clipsearch/requirements.txt" in script
+        assert "deploy-deps" in _steps(path)["tests"]["waitFor"]
 
 
 def test_tests_step_gets_java_and_the_emulator_jar() -> None:

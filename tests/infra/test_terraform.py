@@ -183,7 +183,11 @@ def test_runtime_identity_has_no_project_level_roles() -> None:
             assert RUNTIME_SA not in text, f"{rtype}.{name} grants a wide role to the runtime SA"
 
 
-def test_project_level_grants_are_the_two_justified_ones() -> None:
+PLANNER_SA = "google_service_account.planner[0]"
+READ_ONLY_PLAN_ROLES = {"roles/viewer", "roles/iam.securityReviewer", "roles/logging.logWriter"}
+
+
+def test_project_level_grants_are_the_justified_ones() -> None:
     wide = {
         (rtype, name): body
         for rtype, named in config()["resource"].items()
@@ -194,12 +198,18 @@ def test_project_level_grants_are_the_two_justified_ones() -> None:
     assert granted == {
         ("roles/eventarc.eventReceiver", f"${{{TRIGGER_SA}.member}}"),
         ("roles/pubsub.publisher", "${data.google_storage_project_service_account.gcs.member}"),
+        # The plan trigger's identity: reads the project and its IAM, writes its build logs.
+        *{(role, f"${{{PLANNER_SA}.member}}") for role in READ_ONLY_PLAN_ROLES},
     }
     assert set(wide) <= {(rtype, n) for rtype, n in wide if rtype == "google_project_iam_member"}
     # Each one carries its justification right above it.
-    iam_text = (INFRA / "iam.tf").read_text(encoding="utf-8")
     for _, name in wide:
-        before = iam_text.split(f'resource "google_project_iam_member" "{name}"')[0]
+        (tf_text,) = [
+            p.read_text(encoding="utf-8")
+            for p in INFRA.glob("*.tf")
+            if f'resource "google_project_iam_member" "{name}"' in p.read_text(encoding="utf-8")
+        ]
+        before = tf_text.split(f'resource "google_project_iam_member" "{name}"')[0]
         assert "PROJECT-LEVEL, justified" in before.rsplit("\n\n", 1)[-1], name
 
 
@@ -273,20 +283,63 @@ def test_buckets_are_uniform_and_never_public() -> None:
         assert body["public_access_prevention"] == "enforced", name
 
 
-def test_old_clips_expire_but_result_records_outlive_redeliveries() -> None:
+def _delete_ages_by_prefix() -> dict[str, str]:
     rules = all_blocks(resource("google_storage_bucket", "results"), "lifecycle_rule")
-    by_prefix = {
-        block(r, "condition").get("matches_prefix", [None])[0]: r
-        for r in rules
-        if block(r, "action")["type"] == "Delete"
+    ages: dict[str, str] = {}
+    for rule in rules:
+        condition = block(rule, "condition")
+        if block(rule, "action")["type"] != "Delete" or "age" not in condition:
+            continue
+        for prefix in condition.get("matches_prefix", []):
+            assert prefix not in ages, f"{prefix} is in two delete rules"
+            ages[prefix] = condition["age"]
+    return ages
+
+
+def test_every_prefix_the_function_writes_has_one_lifetime() -> None:
+    # Everything under the results prefix: core/naming.py's names, and the locals naming them.
+    ages = _delete_ages_by_prefix()
+    locals_ = config()["locals"]
+    for local in ("videos_prefix", "clips_prefix", "index_prefix"):
+        assert ages[f"${{local.{local}}}"] == "${var.clip_retention_days}", local
+        assert locals_[local].startswith("${var.results_prefix}"), local
+    for local in ("results_records_prefix", "idempotency_prefix"):
+        assert ages[f"${{local.{local}}}"] == "${var.result_retention_days}", local
+    from clipsearch.core import naming  # noqa: PLC0415
+
+    written = {
+        naming.video_copy_name("P/", "b", "v.mp4").split("/")[1],
+        naming.clip_name("P/", "b", "v.mp4", "1", 0.0, 1.0, False).split("/")[1],
+        naming.index_name("P/", "gs://b/v.mp4#1").split("/")[1],
+        naming.result_name("P/", "q", "a.jpg", 1).split("/")[1],
+        naming.record_prefix("P/").split("/")[1],
     }
-    clips = block(by_prefix["${local.videos_prefix}"], "condition")
-    assert clips["age"] == "${var.clip_retention_days}"
-    records = block(by_prefix["${local.results_records_prefix}"], "condition")
-    assert records["age"] == "${var.result_retention_days}"
-    assert "var.result_retention_days >= 2" in json.dumps(
-        config()["variable"]["result_retention_days"]["validation"]
+    covered = {
+        locals_[name].removeprefix("${var.results_prefix}").rstrip("/")
+        for name in (
+            "videos_prefix", "clips_prefix", "index_prefix", "results_records_prefix",
+            "idempotency_prefix",
+        )
+    }  # fmt: skip
+    assert written == covered, f"prefixes without a lifecycle rule: {written - covered}"
+
+
+def test_result_json_never_outlives_the_clips_it_names_and_outlives_redeliveries() -> None:
+    validations = json.dumps(config()["variable"]["result_retention_days"]["validation"])
+    assert "var.result_retention_days >= 2" in validations
+    assert "var.result_retention_days <= var.clip_retention_days" in validations
+    variables = config()["variable"]
+    assert (
+        variables["result_retention_days"]["default"] <= variables["clip_retention_days"]["default"]
     )
+    query = config()["variable"]["query_retention_days"]
+    assert query["default"] == 0
+    assert "0 keeps them" in query["description"]
+    bucket = resource("google_storage_bucket", "query")
+    dynamic = [d["lifecycle_rule"] for d in all_blocks(bucket, "dynamic") if "lifecycle_rule" in d]
+    assert [d["for_each"] for d in dynamic] == ["${var.query_retention_days > 0 ? [1] : []}"]
+    condition = block(block(dynamic[0], "content"), "condition")
+    assert condition == {"age": "${var.query_retention_days}"}
 
 
 def test_results_and_errors_topics_carry_the_avro_schema_as_json() -> None:

@@ -3,23 +3,28 @@ the search API stand-in (the one stand-in, honouring the documented contract).""
 
 from __future__ import annotations
 
+import http.server
 import io
 import logging
 import random
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
 from google.cloud import pubsub_v1, storage
 
-from clipsearch.adapters.gcs import GcsImageReader, GcsResultStore
+from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
+from clipsearch.clipping import ClipReason, ClipUnavailable
+from clipsearch.errors import AnswerLost, ClipSearchError, PermanentError, Reason, TransientError
+from clipsearch.idempotency import Claim, Idempotency
 from clipsearch.model import Query, QueryObject, SourceVideo
 from clipsearch.retry import RetryPolicy
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
@@ -296,3 +301,123 @@ def test_requests_session_pools_connections(standin):
     adapter = session.get_adapter("http://127.0.0.1")
     assert isinstance(adapter, requests.adapters.HTTPAdapter)
     assert session.verify is True
+
+
+# -- Redirects: the key goes to the configured host and nowhere else ----------------------
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    """Answers every request with a redirect to `target`, or (as the target) records it."""
+
+    target: str | None = None
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def _answer(self) -> None:
+        if self.target is not None:
+            self.send_response(302)
+            self.send_header("Location", self.target + self.path)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        type(self).seen.append(dict(self.headers))
+        body = b'{"code":"0000","msg":"ok","data":{}}'
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length", "0"))
+        self.rfile.read(length)
+        self._answer()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def redirecting() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A server redirecting everything to another one that records what reaches it."""
+    seen: list[dict[str, str]] = []
+    target_handler = type("Target", (_Recorder,), {"target": None, "seen": seen})
+    target = http.server.ThreadingHTTPServer(("127.0.0.1", 0), target_handler)
+    target_url = f"http://127.0.0.1:{target.server_address[1]}"
+    front_handler = type("Front", (_Recorder,), {"target": target_url, "seen": []})
+    front = http.server.ThreadingHTTPServer(("127.0.0.1", 0), front_handler)
+    threads = [threading.Thread(target=s.serve_forever, daemon=True) for s in (target, front)]
+    for t in threads:
+        t.start()
+    try:
+        yield f"http://127.0.0.1:{front.server_address[1]}/serve/api/v1", seen
+    finally:
+        for s in (front, target):
+            s.shutdown()
+            s.server_close()
+
+
+def test_api_calls_never_follow_a_redirect(redirecting):
+    base, seen = redirecting
+    api = HttpSearchApi(
+        new_session(),
+        api_key=KEY,
+        base_url=base,
+        download_base_url=base,
+        timeouts=(2, 5),
+        retry=RetryPolicy(1, 5),
+        logger=logging.getLogger("test"),
+    )
+    with pytest.raises(PermanentError):
+        api.search(query(), image_bytes(), far())
+    with pytest.raises(ClipSearchError):
+        api.video_metadata("V1", "default", far())
+    with pytest.raises(ClipSearchError), api.open_download(SourceVideo("b", "v.mp4"), far()):
+        pass
+    with pytest.raises(ClipUnavailable):
+        api.open_range(SourceVideo("b", "v.mp4"), far()).read(0, 10)
+    assert seen == []  # nothing, and so no key, reached the redirect's target
+
+
+def test_ranged_reads_through_the_api_end_at_the_deadline(standin, sample_video):
+    api = client_for(standin)
+    meta = api.video_metadata("V1", "default", far())
+    assert meta.source is not None
+    ranged = api.open_range(meta.source, time.monotonic() + 30)
+    assert len(ranged.read(0, 1000)) == 1000
+    late = api.open_range(meta.source, time.monotonic() - 1)
+    before = standin.stats.requests.get("download", 0)
+    with pytest.raises(ClipUnavailable) as info:
+        late.read(0, 1000)
+    assert info.value.reason is ClipReason.DEADLINE_EXCEEDED
+    assert standin.stats.requests.get("download", 0) == before
+
+
+# -- The idempotency record: what the "search sent" state costs ---------------------------
+
+
+def test_the_search_sent_state_is_one_compare_and_swap_write(storage_client):
+    """Writes the record as a query does; prints what the extra write costs on this stack."""
+    bucket = fresh_bucket(storage_client, "results")
+    store = GcsRecordStore(storage_client, bucket.name, "clipsearch/records/")
+    idempotency = Idempotency(store, lease_s=540)
+    timings = []
+    for i in range(30):
+        claim = idempotency.claim(f"queries/q{i}.jpg#1", time.time())
+        assert isinstance(claim, Claim)
+        started = time.perf_counter()
+        sent = idempotency.mark_search_sent(claim, time.time())
+        timings.append((time.perf_counter() - started) * 1000)
+        with pytest.raises(TransientError):  # an attempt holding the older generation: refused
+            idempotency.store_hits(claim, [])
+        assert idempotency.store_hits(sent, []).record.search_sent_at is not None
+    record, _ = store.read("queries/q0.jpg#1")
+    assert record.search_sent_at is not None
+    assert record.hits == ()  # the answer is stored over the mark, which stays
+    timings.sort()
+    print(
+        f"\nsearch_sent write on fake-gcs-server: median {timings[15]:.1f} ms,"
+        f" max {timings[-1]:.1f} ms"
+    )

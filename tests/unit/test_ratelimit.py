@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from clipsearch.errors import TransientError
@@ -57,3 +59,20 @@ def test_a_late_waker_pushes_the_next_grant_back():
     assert first_late == pytest.approx(1.3)
     assert t.now == pytest.approx(2.3)
     assert waited == pytest.approx(1.0)
+
+
+def test_a_pacing_wait_is_logged_with_its_length(caplog):
+    t = FakeTime()
+    pacer = RateLimiter(
+        1.0,
+        what="search",
+        clock=t.clock,
+        sleep=t.sleep,
+        logger=logging.getLogger("clipsearch.test"),
+    )
+    with caplog.at_level(logging.INFO, logger="clipsearch.test"):
+        pacer.acquire(deadline=100)  # the first slot is free: no wait, no line
+        pacer.acquire(deadline=100)
+    [record] = caplog.records
+    assert record.event == "rate_wait"  # type: ignore[attr-defined]
+    assert record.wait_s == pytest.approx(1.0)  # type: ignore[attr-defined]

@@ -2,7 +2,16 @@ from __future__ import annotations
 
 import pytest
 
-from clipsearch.core.naming import is_safe_blob_name, result_name, video_copy_name
+from clipsearch.core.naming import (
+    MAX_NAME_BYTES,
+    clip_name,
+    fit_name,
+    index_name,
+    is_safe_blob_name,
+    record_name,
+    result_name,
+    video_copy_name,
+)
 from clipsearch.errors import ConfigError
 from clipsearch.settings import SETTINGS, FetchMode, FetchSource, Settings
 
@@ -111,3 +120,50 @@ def test_blob_names(name, safe):
 def test_output_names_are_deterministic():
     assert video_copy_name("cs/", "mavi-resource", "V1.mp4") == "cs/videos/mavi-resource/V1.mp4"
     assert result_name("cs/", "q", "a/b.jpg", 9) == "cs/results/q/a/b.jpg/9.json"
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-inf", "Infinity"])
+@pytest.mark.parametrize(
+    "name", ["CLIPSEARCH_FUNCTION_TIMEOUT_S", "CLIPSEARCH_MAX_EVENT_AGE_S", "CLIPSEARCH_MAX_CLIP_S"]
+)
+def test_non_finite_numbers_are_refused_naming_the_variable(name, raw):
+    with pytest.raises(ConfigError, match=name):
+        Settings.from_env({**BASE, name: raw})
+
+
+def test_max_attempts_defaults_to_three_and_must_be_positive():
+    assert Settings.from_env(BASE).max_attempts == 3
+    with pytest.raises(ConfigError, match="CLIPSEARCH_MAX_ATTEMPTS"):
+        Settings.from_env({**BASE, "CLIPSEARCH_MAX_ATTEMPTS": "0"})
+
+
+LONG = "é" * 600  # 1,200 bytes in UTF-8: a legal object name can be 1,024 bytes by itself
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda o: result_name("clipsearch/", "queries", o, 1_700_000_000_000_000),
+        lambda o: record_name("clipsearch/records/", f"queries/{o}#1700000000000000"),
+        lambda o: video_copy_name("clipsearch/", "mavi-resource", o),
+        lambda o: clip_name("clipsearch/", "mavi-resource", o, "1700000000000000", 1, 2, True),
+        lambda o: index_name("clipsearch/", f"gs://mavi-resource/{o}#1700000000000000"),
+    ],
+)
+def test_names_built_from_foreign_names_fit_the_storage_limit(build):
+    name = build(LONG)
+    assert len(name.encode()) <= MAX_NAME_BYTES
+    assert name.startswith("clipsearch/")  # still under our prefix: never a query object
+    assert build(LONG) == name  # deterministic: a repeat reuses it
+    assert build(LONG[:-1] + "x") != name  # distinct names stay distinct
+    assert build("short.jpg") == fit_name(build("short.jpg"))  # short names are unchanged
+    name.encode().decode()  # whole characters only
+
+
+def test_a_shortened_name_keeps_its_last_segment():
+    name = result_name("cs/", "q", LONG, 9)
+    assert name.endswith("/9.json")
+    clip = clip_name("cs/", "b", LONG, "7", 1.5, 2.25, False)
+    assert clip.endswith("/1.500-2.250.mp4")
+    assert fit_name("a/" + "x" * 2000).startswith("a/")
+    assert len(fit_name("a/" + "x" * 2000).encode()) <= MAX_NAME_BYTES

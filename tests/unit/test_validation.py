@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from clipsearch.core.events import FINALIZED, parse_finalized_event
+from clipsearch.core.messages import attributes, error_message
 from clipsearch.core.validation import check_image_bytes, sniff_image_kind, validate_query
 from clipsearch.errors import PermanentError, Reason
-from clipsearch.model import QueryObject
+from clipsearch.model import QueryObject, Timings
 from tests.images import image_bytes
 
 FIXTURE = json.loads((Path(__file__).parents[1] / "fixtures" / "finalized_event.json").read_text())
@@ -155,3 +156,70 @@ def test_bytes_over_the_limit_are_refused_even_if_the_event_said_less():
     assert reason_of(lambda: check_image_bytes(query, data, len(data) - 1)) is (
         Reason.IMAGE_TOO_LARGE
     )
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [
+        {"x-goog-meta-video_no": "V9", "x-goog-meta-prompt": "p", "x-goog-meta-unique_id": "u"},
+        {"X-Goog-Meta-Video_No": "V9", "X-GOOG-META-PROMPT": "p", "x-goog-meta-Unique_Id": "u"},
+    ],
+    ids=["gcloud-prefix", "prefix-any-case"],
+)
+def test_gsutil_header_prefix_is_stripped_from_metadata_keys(spelling):
+    """`gcloud storage cp --custom-metadata=x-goog-meta-video_no=V` keeps the prefix in the key."""
+    query = validate(QueryObject("qb", "x.png", 1, 5, "image/png", spelling, "e", ""))
+    assert (query.video_no, query.prompt, query.unique_id) == ("V9", "p", "u")
+
+
+def test_the_exact_key_wins_over_a_respelling_whatever_the_order():
+    respelt = {"x-goog-meta-video_no": "OTHER", "video_no": "V1", "prompt": "p"}
+    assert validate(QueryObject("qb", "x.png", 1, 5, "image/png", respelt, "e", "")).video_no == (
+        "V1"
+    )
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        {"Video_No": "V9", "PROMPT": "p", "Unique_Id": "u"},
+        {"x-goog-meta-video_no": "V9", "x-goog-meta-prompt": "p", "X-Goog-Meta-Unique_Id": "u"},
+    ],
+)
+def test_an_error_outcome_reports_the_metadata_however_its_keys_are_spelt(metadata):
+    """The error message's query section uses the same key rules as validation."""
+    message = error_message(
+        QueryObject("qb", "x.tiff", 1, 5, "image/tiff", metadata, "e", ""),
+        None,
+        Reason.UNSUPPORTED_EXTENSION,
+        "m",
+        Timings(0, 0, 0, 0),
+        "gs://r/x",
+        "t",
+    )
+    assert (message["query"]["video_no"], message["query"]["prompt"]) == ("V9", "p")
+    assert message["query"]["unique_id"] == "u"
+    assert attributes(message)["video_no"] == "V9"
+
+
+def test_an_event_without_size_leaves_the_size_to_the_read():
+    """python-docs-samples' and curl-made events carry no `size`: not an empty image."""
+    data = {k: v for k, v in FIXTURE.items() if k != "size"}
+    parsed = parse_finalized_event("e", FINALIZED, data)
+    query = validate(parsed)  # no empty_image before the read
+    real = image_bytes("jpeg")
+    check_image_bytes(query, real, LIMIT)
+    assert reason_of(lambda: check_image_bytes(query, b"", LIMIT)) is Reason.EMPTY_IMAGE
+    assert reason_of(lambda: check_image_bytes(query, real, len(real) - 1)) is (
+        Reason.IMAGE_TOO_LARGE
+    )
+
+
+def test_an_event_that_says_size_zero_is_still_refused_before_the_read():
+    parsed = parse_finalized_event("e", FINALIZED, {**FIXTURE, "size": "0"})
+    assert reason_of(lambda: validate(parsed)) is Reason.EMPTY_IMAGE
+
+
+def test_a_negative_event_size_is_a_bad_event():
+    data = {**FIXTURE, "size": "-3"}
+    assert reason_of(lambda: parse_finalized_event("e", FINALIZED, data)) is Reason.BAD_EVENT

@@ -53,8 +53,10 @@ def build_service(
             retry=RetryPolicy(settings.retry_attempts, settings.retry_budget_s),
             logger=logger,
             # One limiter per instance, shared by its concurrent events (this is a singleton).
-            search_limiter=RateLimiter(settings.instance_search_rate, what="search"),
-            download_limiter=RateLimiter(settings.instance_download_rate, what="download"),
+            search_limiter=RateLimiter(settings.instance_search_rate, what="search", logger=logger),
+            download_limiter=RateLimiter(
+                settings.instance_download_rate, what="download", logger=logger
+            ),
         )
     results = GcsResultStore(storage_client, settings.results_bucket)
     fetcher = build_fetcher(
@@ -133,19 +135,38 @@ def build_fetcher(
 
 
 class ServiceHolder:
-    """Builds the service on first use and shares it across the instance's concurrent events."""
+    """Holds the instance's one service, shared by its concurrent events.
+
+    `load()` reads and checks the settings when the function's module is imported, so a bad
+    variable stops the server at start-up (the platform then keeps the previous revision)
+    instead of failing every event. The clients are built on first use: the server may fork
+    its workers after the import, and gRPC channels must not cross a fork.
+    """
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
         self._env = env
         self._lock = threading.Lock()
         self._service: ClipSearchService | None = None
+        self._settings: Settings | None = None
+        self._logger: logging.Logger | None = None
+
+    def load(self) -> Settings:
+        """Read and check the settings now; raises ConfigError naming the variable."""
+        with self._lock:
+            return self._load()
+
+    def _load(self) -> Settings:
+        if self._settings is None:
+            settings = Settings.from_env(os.environ if self._env is None else self._env)
+            self._logger = logs.configure(settings.log_level, secrets=[settings.api_key])
+            self._settings = settings
+        return self._settings
 
     def get(self) -> ClipSearchService:
         with self._lock:
             if self._service is None:
-                settings = Settings.from_env(os.environ if self._env is None else self._env)
-                logger = logs.configure(settings.log_level, secrets=[settings.api_key])
-                self._service = build_service(settings, logger=logger)
+                settings = self._load()
+                self._service = build_service(settings, logger=self._logger)
             return self._service
 
     def install(self, service: ClipSearchService) -> None:
@@ -156,3 +177,5 @@ class ServiceHolder:
     def reset(self) -> None:
         with self._lock:
             self._service = None
+            self._settings = None
+            self._logger = None

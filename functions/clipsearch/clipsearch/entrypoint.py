@@ -2,12 +2,31 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 from clipsearch.bootstrap import ServiceHolder, project_of
 from clipsearch.service import Outcome
 
 SERVICE = ServiceHolder()
+
+
+def under_framework(env: Mapping[str, str], argv: Sequence[str]) -> bool:
+    """Whether this process is the function's server (Cloud Functions, or the framework's
+    CLI run locally), rather than a test or a tool importing the module."""
+    if env.get("FUNCTION_TARGET") or env.get("K_SERVICE"):
+        return True
+    program = Path(argv[0]).name if argv else ""
+    return program == "functions-framework" or (
+        program == "__main__.py" and "functions_framework" in argv[0]
+    )
+
+
+if under_framework(os.environ, sys.argv):
+    SERVICE.load()  # a bad setting fails the start-up, not every event
 
 
 def trace_of(event: Any, project: str) -> str | None:

@@ -35,6 +35,8 @@ class Reason(StrEnum):
     VIDEO_PARSE_ERROR = "video_parse_error"
     SEARCH_UNCONFIRMED = "search_unconfirmed"
     EVENT_TOO_OLD = "event_too_old"
+    RETRIES_EXHAUSTED = "retries_exhausted"
+    INTERNAL_ERROR = "internal_error"
     BAD_EVENT = "bad_event"
 
 
@@ -82,3 +84,26 @@ class AnswerLost(TransientError):
 
 class FetchRefused(ClipSearchError):
     """This source may not be fetched for this query (e.g. over the per-query byte cap)."""
+
+
+def where_raised(error: BaseException) -> str:
+    """The exception's type and the module.function that raised it; never its text.
+
+    Its text can hold a local path or, from a client library, a request's headers (the key).
+    When the raising frame is not ours, the last of our frames on the way is named too.
+    """
+    frames: list[tuple[str, str]] = []
+    tb = error.__traceback__
+    while tb is not None:
+        frame = tb.tb_frame
+        frames.append((str(frame.f_globals.get("__name__", "?")), frame.f_code.co_name))
+        tb = tb.tb_next
+    kind = type(error).__name__
+    if not frames:
+        return kind
+    module, function = frames[-1]
+    where = f"{kind} in {module}.{function}"
+    ours = [f for f in frames if f[0].startswith("clipsearch")]
+    if ours and ours[-1] != frames[-1]:
+        where += f" (via {ours[-1][0]}.{ours[-1][1]})"
+    return where

@@ -8,10 +8,14 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from dataclasses import replace
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from clipsearch.clipping import (
+    ClipInfo,
     ClipReason,
     ClipSource,
     ClipUnavailable,
@@ -21,10 +25,24 @@ from clipsearch.clipping import (
     poster_frame,
 )
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
-from clipsearch.errors import FetchRefused, PermanentError, TransientError
-from clipsearch.model import Artifact, ClipResult, Hit, Query, SourceVideo
+from clipsearch.errors import FetchRefused, PermanentError, TransientError, where_raised
+from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
 from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
 from clipsearch.settings import FetchSource
+
+ENGINE_ERROR = "engine_error"  # the clip engine failed in a way nobody planned for
+DEADLINE_EXCEEDED = ClipReason.DEADLINE_EXCEEDED.value
+OUT_OF_TIME = f"{DEADLINE_EXCEEDED}: the event's time ran out before this clip was fetched"
+
+
+def _context(obj: QueryObject) -> dict[str, Any]:
+    """The event's log context, for lines logged below the service."""
+    return {
+        "event_id": obj.event_id,
+        "object": f"gs://{obj.bucket}/{obj.name}",
+        "generation": obj.generation,
+        "trace": obj.trace,
+    }
 
 
 def resolve_sources(
@@ -89,6 +107,7 @@ class CopyFetcher:
         prefix: str,
         logger: logging.Logger,
         max_bytes: int,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self._results = results
@@ -97,6 +116,7 @@ class CopyFetcher:
         self._prefix = prefix
         self._log = logger
         self._max_bytes = max_bytes
+        self._clock = clock
 
     def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
@@ -106,13 +126,24 @@ class CopyFetcher:
             outcome: Artifact | str | None = refusal
             if source is not None and refusal is None:
                 if source not in fetched:
-                    fetched[source] = self._copy(source, deadline)
+                    fetched[source] = self._copy_in_time(source, deadline)
                 outcome = fetched[source]
             if isinstance(outcome, Artifact):
                 clips.append(ClipResult(rank, hit, source, outcome, None))
             else:
                 clips.append(ClipResult(rank, hit, source, None, outcome))
         return clips
+
+    def _copy_in_time(self, source: SourceVideo, deadline: float) -> Artifact | str:
+        """A copy, or why not; out of time, every remaining clip says so instead of waiting."""
+        if self._clock() >= deadline:
+            return OUT_OF_TIME
+        try:
+            return self._copy(source, deadline)
+        except TransientError:
+            if self._clock() >= deadline:
+                return OUT_OF_TIME
+            raise
 
     def _copy(self, source: SourceVideo, deadline: float) -> Artifact | str:
         name = video_copy_name(self._prefix, source.bucket, source.blob)
@@ -134,10 +165,23 @@ class CopyFetcher:
                 if download.size is not None and download.size > self._max_bytes:
                     return f"{download.size} bytes is over the per-query fetch cap"
                 return self._results.upload_stream(
-                    name, download.stream, download.size, download.content_type, source.uri
+                    name,
+                    download.stream,
+                    download.size,
+                    download.content_type,
+                    source.uri,
+                    deadline=deadline,
                 )
         except PermanentError as error:
             return f"download refused: {error.message}"
+
+
+@dataclass(frozen=True)
+class _Fallback:
+    """Why a hit was not cut: a stable reason, and words for the log."""
+
+    reason: str
+    message: str
 
 
 class ClipFetcher:
@@ -145,7 +189,10 @@ class ClipFetcher:
 
     Hits on one video share one open of its index; the index is cached in memory (shared by
     the instance's concurrent events) and as a sidecar in the results bucket (shared by every
-    instance). A hit that cannot be cut falls back (copy or reference) with the reason kept.
+    instance). A hit that cannot be cut falls back (copy or reference) with the reason kept:
+    a planned refusal (ClipReason), the event's deadline passing (`deadline_exceeded`), or
+    any unplanned failure of the engine on that source (`engine_error`): a source that breaks
+    the engine costs its clips, never the query.
     """
 
     def __init__(
@@ -165,6 +212,7 @@ class ClipFetcher:
         index_cache: IndexCache,
         logger: logging.Logger,
         workdir: Path | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._api = api
         self._results = results
@@ -180,9 +228,11 @@ class ClipFetcher:
         self._cache = index_cache
         self._log = logger
         self._workdir = workdir
+        self._clock = clock
 
     def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
+        context = _context(query.object)
         clips: dict[int, ClipResult] = {}
         by_source: dict[SourceVideo, list[int]] = {}
         for i, (hit, (source, refusal)) in enumerate(zip(hits, resolved, strict=True)):
@@ -190,34 +240,67 @@ class ClipFetcher:
                 clips[i] = ClipResult(i + 1, hit, source, None, refusal)
             else:
                 by_source.setdefault(source, []).append(i)
-        fallbacks: dict[int, str] = {}
+        fallbacks: dict[int, _Fallback] = {}
         for source, indexes in by_source.items():
-            try:
-                cut = self._cut_all(source, [hits[i] for i in indexes])
-            except ClipUnavailable as error:
-                if error.transient:
-                    raise TransientError(f"reading {source.uri}: {error.message}") from None
-                cut = [error] * len(indexes)
+            cut = self._cut_source(source, [hits[i] for i in indexes], deadline, context)
             for i, outcome in zip(indexes, cut, strict=True):
                 if isinstance(outcome, Artifact):
                     clips[i] = ClipResult(i + 1, hits[i], source, outcome, None)
                 else:
-                    fallbacks[i] = outcome.reason.value
+                    fallbacks[i] = outcome
         if fallbacks:
             order = sorted(fallbacks)
             done = self._fallback.fetch(query, [hits[i] for i in order], deadline)
             for i, result in zip(order, done, strict=True):
-                clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i])
+                clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i].reason)
+                self._log.info(
+                    "clip %d fell back (%s): %s",
+                    i + 1,
+                    fallbacks[i].reason,
+                    fallbacks[i].message,
+                    extra={
+                        **context,
+                        "event": "clip",
+                        "fallback_reason": fallbacks[i].reason,
+                        "requests": 0,
+                        "bytes_read": 0,
+                    },
+                )
         return [clips[i] for i in range(len(hits))]
 
-    def _open(self, source: SourceVideo) -> RangeSource:
+    def _cut_source(
+        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+    ) -> list[Artifact | _Fallback]:
+        """Every hit on one source, cut or with why not; only transient failures raise."""
+        try:
+            return self._cut_all(source, hits, deadline, context)
+        except ClipUnavailable as error:
+            if error.transient and self._clock() < deadline:
+                raise TransientError(f"reading {source.uri}: {error.message}") from None
+            reason = DEADLINE_EXCEEDED if error.transient else error.reason.value
+            return [_Fallback(reason, error.message)] * len(hits)
+        except TransientError as error:
+            if self._clock() < deadline:
+                raise
+            return [_Fallback(DEADLINE_EXCEEDED, error.message)] * len(hits)
+        except Exception as error:  # whatever a hostile source does to the engine
+            self._log.warning(
+                "the clip engine failed on %s: %s",
+                source.uri,
+                where_raised(error),
+                exc_info=True,
+                extra={**context, "fallback_reason": ENGINE_ERROR},
+            )
+            return [_Fallback(ENGINE_ERROR, where_raised(error))] * len(hits)
+
+    def _open(self, source: SourceVideo, deadline: float) -> RangeSource:
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
-            ranged = self._gcs.open_range(source)
+            ranged = self._gcs.open_range(source, deadline)
             if ranged is not None:
                 return ranged
             if self._source_mode is FetchSource.GCS:
                 raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "not readable in GCS")
-        ranged = self._download.open_range(source)
+        ranged = self._download.open_range(source, deadline)
         if ranged is None:
             raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "no download route")
         return ranged
@@ -236,15 +319,22 @@ class ClipFetcher:
                     self._log.warning("ignoring unreadable index sidecar %s", name)
         return name
 
-    def _cut_all(self, source: SourceVideo, hits: list[Hit]) -> list[Artifact | ClipUnavailable]:
-        ranged = self._open(source)
+    def _cut_all(
+        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+    ) -> list[Artifact | _Fallback]:
+        if self._clock() >= deadline:
+            return [_Fallback(DEADLINE_EXCEEDED, OUT_OF_TIME)] * len(hits)
+        ranged = self._open(source, deadline)
         key = ranged.cache_key
         version = key.rsplit("#", 1)[-1] if key and "#" in key else "download"
         sidecar = self._warm_cache(key)
-        outcomes: list[Artifact | ClipUnavailable] = []
+        outcomes: list[Artifact | _Fallback] = []
         opened: ClipSource | None = None
         try:
             for hit in hits:
+                if self._clock() >= deadline:
+                    outcomes.append(_Fallback(DEADLINE_EXCEEDED, OUT_OF_TIME))
+                    continue
                 name = clip_name(
                     self._prefix,
                     source.bucket,
@@ -256,35 +346,76 @@ class ClipFetcher:
                 )
                 existing = self._results.find_artifact(name, "clip")
                 if existing is not None:
+                    self._log_clip(context, existing, None, 0.0)
                     outcomes.append(existing)
                     continue
                 if opened is None:
-                    opened = ClipSource(
-                        ranged, index_cache=self._cache, max_index_bytes=self._max_index_bytes
-                    ).__enter__()
+                    opened = self._open_clip_source(ranged, deadline)
                     if not opened.index_cached and sidecar is not None:
                         self._results.write_bytes(
-                            sidecar, opened.index.dumps(), "application/octet-stream"
+                            sidecar, opened.index.dumps(), "application/octet-stream", deadline
                         )
-                try:
-                    outcomes.append(self._cut_one(opened, name, hit))
-                except ClipUnavailable as error:
-                    if error.transient:
-                        raise
-                    outcomes.append(error)
+                outcomes.append(self._cut_hit(opened, name, hit, deadline, context))
         finally:
             if opened is not None:
                 opened.__exit__(None, None, None)
         return outcomes
 
-    def _cut_one(self, opened: ClipSource, name: str, hit: Hit) -> Artifact:
+    def _open_clip_source(self, ranged: RangeSource, deadline: float) -> ClipSource:
+        return ClipSource(
+            ranged,
+            index_cache=self._cache,
+            max_index_bytes=self._max_index_bytes,
+            deadline=deadline,
+        ).__enter__()
+
+    def _cut_hit(
+        self,
+        opened: ClipSource,
+        name: str,
+        hit: Hit,
+        deadline: float,
+        context: dict[str, Any],
+    ) -> Artifact | _Fallback:
+        """One hit: its clip, or why not. A transient failure with time left raises."""
+        try:
+            return self._cut_one(opened, name, hit, deadline, context)
+        except ClipUnavailable as error:
+            if not error.transient:
+                return _Fallback(error.reason.value, error.message)
+            if self._clock() < deadline:
+                raise
+            return _Fallback(DEADLINE_EXCEEDED, error.message)
+        except TransientError as error:
+            if self._clock() < deadline:
+                raise
+            return _Fallback(DEADLINE_EXCEEDED, error.message)
+        except Exception as error:  # an unplanned engine failure costs this clip only
+            self._log.warning(
+                "the clip engine failed on %s: %s",
+                name,
+                where_raised(error),
+                exc_info=True,
+                extra={**context, "fallback_reason": ENGINE_ERROR},
+            )
+            return _Fallback(ENGINE_ERROR, where_raised(error))
+
+    def _cut_one(
+        self, opened: ClipSource, name: str, hit: Hit, deadline: float, context: dict[str, Any]
+    ) -> Artifact:
+        started = self._clock()
         with tempfile.TemporaryDirectory(dir=self._workdir) as tmp:
             path = Path(tmp) / "clip.mp4"
             info = opened.cut(
-                hit.start_time, hit.end_time, path, exact=self._exact, max_clip_s=self._max_clip_s
+                hit.start_time,
+                hit.end_time,
+                path,
+                exact=self._exact,
+                max_clip_s=self._max_clip_s,
+                deadline=deadline,
             )
             poster_name = name.removesuffix(".mp4") + ".jpg"
-            self._results.write_bytes(poster_name, poster_frame(path), "image/jpeg")
+            self._results.write_bytes(poster_name, poster_frame(path), "image/jpeg", deadline)
             poster_uri = f"gs://{self._results.bucket}/{poster_name}"
             metadata = {
                 "clipsearch-start": repr(info.start),
@@ -292,4 +423,31 @@ class ClipFetcher:
                 "clipsearch-snapped": "true" if info.keyframe_snapped else "false",
                 "clipsearch-poster": poster_uri,
             }
-            return self._results.upload_file(name, path, "video/mp4", metadata, "clip")
+            artifact = self._results.upload_file(
+                name, path, "video/mp4", metadata, "clip", deadline
+            )
+        self._log_clip(context, artifact, info, (self._clock() - started) * 1000, info.timings_ms)
+        return artifact
+
+    def _log_clip(
+        self,
+        context: dict[str, Any],
+        artifact: Artifact,
+        info: ClipInfo | None,
+        clip_ms: float,
+        timings: dict[str, float] | None = None,
+    ) -> None:
+        self._log.info(
+            "clip %s %s",
+            artifact.uri,
+            "reused" if info is None else "cut",
+            extra={
+                **context,
+                "event": "clip",
+                "requests": 0 if info is None else info.requests,
+                "bytes_read": 0 if info is None else info.bytes_read,
+                "clip_bytes": artifact.size,
+                "clip_ms": round(clip_ms, 1),
+                **({"timings_ms": timings} if timings else {}),
+            },
+        )

@@ -2,10 +2,13 @@
 
 Key: bucket/object#generation. The record is claimed with a create-only write; it holds an
 in-progress lease (expiring with the function's timeout, so a crashed attempt can be taken
-over), then the search hits as soon as the API returns them, then the outcome message, then
-the published message id. A redelivery therefore never searches twice and never publishes
-twice: it acknowledges a finished query, publishes a stored outcome, reuses stored hits, or —
-while another attempt holds the lease — raises to be retried later.
+over), then the time a search request was about to be sent, then the search hits as soon as
+the API returns them, then the outcome message, then the published message id. A redelivery
+therefore never searches twice and never publishes twice: it acknowledges a finished query,
+publishes a stored outcome, reuses stored hits, ends a query whose search was sent but never
+answered as `search_unconfirmed`, or — while another attempt holds the lease — raises to be
+retried later. `attempts` counts claims, so a failure that is not transient ends the query
+after a bounded number of them.
 """
 
 from __future__ import annotations
@@ -29,6 +32,9 @@ class Record:
     message: dict[str, Any] | None = None  # the outcome, plain JSON, before it is published
     topic: str | None = None
     message_id: str | None = None
+    created_at: float | None = None  # epoch seconds of the first claim
+    search_sent_at: float | None = None  # set right before the search request goes out
+    last_error: str | None = None  # what the last failed attempt failed on
 
     def dumps(self) -> bytes:
         return json.dumps(
@@ -40,6 +46,9 @@ class Record:
                 "message": self.message,
                 "topic": self.topic,
                 "message_id": self.message_id,
+                "created_at": self.created_at,
+                "search_sent_at": self.search_sent_at,
+                "last_error": self.last_error,
             },
             separators=(",", ":"),
         ).encode()
@@ -55,7 +64,14 @@ class Record:
             message=doc.get("message"),
             topic=doc.get("topic"),
             message_id=doc.get("message_id"),
+            created_at=_float_or_none(doc.get("created_at")),
+            search_sent_at=_float_or_none(doc.get("search_sent_at")),
+            last_error=doc.get("last_error"),
         )
+
+
+def _float_or_none(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _hit_json(hit: Hit) -> dict[str, Any]:
@@ -109,7 +125,7 @@ class Idempotency:
         self._lease_s = lease_s
 
     def claim(self, key: str, now: float) -> Claim | Finished:
-        fresh = Record(lease_until=now + self._lease_s)
+        fresh = Record(lease_until=now + self._lease_s, created_at=now)
         generation = self._store.create(key, fresh)
         if generation is not None:
             return Claim(key, fresh, generation)
@@ -136,16 +152,27 @@ class Idempotency:
     def store_hits(self, claim: Claim, hits: list[Hit]) -> Claim:
         return self._save(claim, replace(claim.record, hits=tuple(hits)))
 
+    def mark_search_sent(self, claim: Claim, now: float) -> Claim:
+        """Say a search is about to be sent: a takeover must then never send another."""
+        return self._save(claim, replace(claim.record, search_sent_at=now))
+
+    def clear_search_sent(self, claim: Claim) -> Claim:
+        """The search was answered (a refusal) or provably not run: a retry may send it."""
+        if claim.record.search_sent_at is None:
+            return claim
+        return self._save(claim, replace(claim.record, search_sent_at=None))
+
     def store_outcome(self, claim: Claim, message: dict[str, Any], topic: str) -> Claim:
         return self._save(claim, replace(claim.record, message=message, topic=topic))
 
     def mark_published(self, claim: Claim, message_id: str) -> Claim:
         return self._save(claim, replace(claim.record, message_id=message_id, lease_until=0.0))
 
-    def release(self, claim: Claim) -> None:
-        """Give the lease up after a transient failure, so the redelivery need not wait."""
+    def release(self, claim: Claim, error: str | None = None) -> None:
+        """Give the lease up after a failure, so the redelivery need not wait; keep why."""
+        record = replace(claim.record, lease_until=0.0, last_error=error or claim.record.last_error)
         with contextlib.suppress(TransientError):  # someone else holds it: nothing to release
-            self._save(claim, replace(claim.record, lease_until=0.0))
+            self._save(claim, record)
 
 
 class Attempt:
@@ -157,6 +184,7 @@ class Attempt:
     def __init__(self, idempotency: Idempotency, claim: Claim) -> None:
         self._idempotency = idempotency
         self.claim = claim
+        self._released = False
 
     @property
     def record(self) -> Record:
@@ -165,11 +193,20 @@ class Attempt:
     def store_hits(self, hits: list[Hit]) -> None:
         self.claim = self._idempotency.store_hits(self.claim, hits)
 
+    def mark_search_sent(self, now: float) -> None:
+        self.claim = self._idempotency.mark_search_sent(self.claim, now)
+
+    def clear_search_sent(self) -> None:
+        self.claim = self._idempotency.clear_search_sent(self.claim)
+
     def store_outcome(self, message: dict[str, Any], topic: str) -> None:
         self.claim = self._idempotency.store_outcome(self.claim, message, topic)
 
     def mark_published(self, message_id: str) -> None:
         self.claim = self._idempotency.mark_published(self.claim, message_id)
 
-    def release(self) -> None:
-        self._idempotency.release(self.claim)
+    def release(self, error: str | None = None) -> None:
+        """Once: a second call (an outer handler after an inner one) does nothing."""
+        if not self._released:
+            self._released = True
+            self._idempotency.release(self.claim, error)

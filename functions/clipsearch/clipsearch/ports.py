@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import IO, Protocol
@@ -27,7 +28,17 @@ class ImageReader(Protocol):
 class SearchApi(Protocol):
     """Every call takes the event's deadline (time.monotonic): waits and retries end there."""
 
-    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]: ...
+    def search(
+        self,
+        query: Query,
+        image: bytes,
+        deadline: float,
+        before_send: Callable[[], None] | None = None,
+    ) -> list[Hit]:
+        """Hits. `before_send` runs right before each request leaves (after any pacing wait):
+        the caller records that a billable search is in flight; if it raises, nothing is sent.
+        """
+        ...
 
     def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata: ...
 
@@ -55,23 +66,43 @@ class ResultStore(Protocol):
         ...
 
     def upload_stream(
-        self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
-    ) -> Artifact: ...
+        self,
+        name: str,
+        stream: IO[bytes],
+        size: int | None,
+        content_type: str,
+        source_id: str,
+        deadline: float | None = None,
+    ) -> Artifact:
+        """Stream a body in; with a deadline, the upload stops (TransientError) when it passes."""
+        ...
 
     def read_bytes(self, name: str) -> bytes | None: ...
 
-    def write_bytes(self, name: str, data: bytes, content_type: str) -> None: ...
+    def write_bytes(
+        self, name: str, data: bytes, content_type: str, deadline: float | None = None
+    ) -> None: ...
 
     def find_artifact(self, name: str, mode: str) -> Artifact | None: ...
 
     def upload_file(
-        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+        self,
+        name: str,
+        path: Path,
+        content_type: str,
+        metadata: dict[str, str],
+        mode: str,
+        deadline: float | None = None,
     ) -> Artifact: ...
 
 
 class RangeOpener(Protocol):
-    def open_range(self, source: SourceVideo) -> RangeSource | None:
-        """A ranged reader of the source video; None when this route cannot read it."""
+    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource | None:
+        """A ranged reader of the source video; None when this route cannot read it.
+
+        With a deadline (time.monotonic), every read's timeouts end there, and a read asked
+        for after it fails with ClipUnavailable(DEADLINE_EXCEEDED).
+        """
         ...
 
 

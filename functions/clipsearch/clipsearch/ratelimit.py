@@ -6,6 +6,7 @@ rate, so the fleet as a whole stays under the account's limit instead of provoki
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ class RateLimiter:
         what: str,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        logger: logging.Logger | None = None,
     ) -> None:
         if rate_per_s <= 0:
             raise ValueError("rate_per_s must be positive")
@@ -30,6 +32,7 @@ class RateLimiter:
         self._what = what
         self._clock = clock
         self._sleep = sleep
+        self._log = logger
         self._lock = threading.Lock()
         self._next_free = 0.0
         self._last_grant = -float("inf")
@@ -62,5 +65,14 @@ class RateLimiter:
                 ready = self._last_grant + self._interval
                 if now >= ready:
                     self._last_grant = now
-                    return now - asked
+                    break
             self._sleep(ready - now)
+        waited = now - asked
+        if self._log is not None and waited > 0:
+            self._log.info(
+                "%s waited %.3fs for its rate slot",
+                self._what,
+                waited,
+                extra={"event": "rate_wait", "wait_s": round(waited, 3)},
+            )
+        return waited

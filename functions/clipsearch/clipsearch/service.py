@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -14,7 +15,13 @@ from clipsearch.core import messages
 from clipsearch.core.events import event_age_s, parse_finalized_event
 from clipsearch.core.naming import result_name
 from clipsearch.core.validation import check_image_bytes, validate_query
-from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError, Reason, TransientError
+from clipsearch.errors import (
+    OPERATOR_ALERT_REASONS,
+    PermanentError,
+    Reason,
+    TransientError,
+    where_raised,
+)
 from clipsearch.idempotency import Attempt, Finished, Idempotency
 from clipsearch.logs import ALERT, ContextLogger
 from clipsearch.model import Hit, Query, QueryObject, Timings
@@ -91,22 +98,39 @@ class ClipSearchService:
                 "trace": trace,
             },
         )
+        if obj.bucket != self.settings.query_bucket:
+            log.info(
+                "skipping gs://%s/%s: not the query bucket %s",
+                obj.bucket,
+                obj.name,
+                self.settings.query_bucket,
+            )
+            return Outcome("skipped", None, None)
         if not self.settings.in_scope(obj.bucket, obj.name):
             log.info("skipping gs://%s/%s: outside the configured prefixes", obj.bucket, obj.name)
             return Outcome("skipped", None, None)
         now = self._now()
-        claim = self._idempotency.claim(obj.key, now)
+        try:
+            claim = self._idempotency.claim(obj.key, now)
+        except TransientError as error:
+            log.warning("retrying later: %s", error.message, extra={"event": "retry"})
+            raise
         if isinstance(claim, Finished):
             log.info(
                 "duplicate delivery: the outcome was published already",
-                extra={"status": "duplicate"},
+                extra={"status": "duplicate", "event": "duplicate"},
             )
             return Outcome("duplicate", claim.record.message_id, claim.record.message)
         attempt = Attempt(self._idempotency, claim)
+        # The query's age: since the upload, or since our first claim when the event has no
+        # usable time (so the bound holds for every event).
+        age_s = event_age_s(event_time, now)
+        if claim.record.created_at is not None:
+            age_s = max(age_s, now - claim.record.created_at)
         try:
-            return self._run(obj, attempt, event_age_s(event_time, now), started, deadline, log)
+            return self._run(obj, attempt, age_s, started, deadline, log)
         except BaseException:
-            attempt.release()  # let the redelivery start at once
+            attempt.release()  # let the redelivery start at once (a no-op if released already)
             raise
 
     def _run(
@@ -118,25 +142,86 @@ class ClipSearchService:
         deadline: float,
         log: ContextLogger,
     ) -> Outcome:
-        stored = attempt.record
-        if stored.message is not None and stored.topic is not None:
-            log.info("publishing the outcome an earlier attempt stored")
-            return self._publish(attempt, stored.message, stored.topic, log)
-        query: Query | None = None
+        """Answer, record, deliver; a failure either asks for a redelivery or ends the query.
+
+        Transient failures are redelivered while the query is younger than
+        CLIPSEARCH_MAX_EVENT_AGE_S, then end it as `retries_exhausted`. Anything else that
+        is not a PermanentError (a bug, a malformed input nobody planned for) is retried
+        until the record counts CLIPSEARCH_MAX_ATTEMPTS attempts, then ends it as
+        `internal_error`. Either way the query gets one outcome, in bounded time.
+        """
         stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
+        try:
+            stored = attempt.record
+            if stored.message is not None and stored.topic is not None:
+                log.info("publishing the outcome an earlier attempt stored")
+                message, topic = stored.message, stored.topic
+            else:
+                message, topic = self._answer(obj, attempt, age_s, started, deadline, stages)
+                attempt.store_outcome(message, topic)
+            return self._deliver(attempt, message, topic, age_s, log)
+        except TransientError as error:
+            if age_s <= self.settings.max_event_age_s or attempt.record.message is not None:
+                # Young enough to retry; or an outcome is stored and Cloud Storage failed
+                # to hold its result JSON: the redelivery delivers it (never a new answer).
+                self._retry_later(attempt, error.message, log)
+                raise
+            reason = Reason.RETRIES_EXHAUSTED
+            text = (
+                f"still failing {age_s:.0f}s after the upload, past CLIPSEARCH_MAX_EVENT_AGE_S"
+                f" ({self.settings.max_event_age_s:.0f}s), after {attempt.record.attempts}"
+                f" attempts: {error.message}"
+            )
+        except Exception as error:
+            where = where_raised(error)
+            attempts = attempt.record.attempts
+            if attempts < self.settings.max_attempts:
+                log.error(
+                    "attempt %d failed unexpectedly (%s); retrying",
+                    attempts,
+                    where,
+                    exc_info=True,
+                    extra={"event": "retry", "attempt": attempts},
+                )
+                attempt.release(f"unexpected {where}")
+                raise
+            log.error("unexpected failure: %s", where, exc_info=True, extra={"attempt": attempts})
+            reason = Reason.INTERNAL_ERROR
+            text = f"{where}, on attempt {attempts} of {self.settings.max_attempts}"
+            if attempt.record.last_error:
+                text += f" (before: {attempt.record.last_error})"
+        message = self._error_message(obj, reason, text, started, stages)
+        attempt.store_outcome(message, self.settings.errors_topic)
+        return self._deliver(attempt, message, self.settings.errors_topic, age_s, log)
+
+    def _answer(
+        self,
+        obj: QueryObject,
+        attempt: Attempt,
+        age_s: float,
+        started: float,
+        deadline: float,
+        stages: dict[str, float],
+    ) -> tuple[dict[str, Any], str]:
+        """The outcome message and its topic; a PermanentError becomes an error outcome."""
+        stored = attempt.record
+        query: Query | None = None
         mark = started
         try:
+            if stored.hits is None and stored.search_sent_at is not None:
+                raise PermanentError(
+                    Reason.SEARCH_UNCONFIRMED,
+                    f"an earlier attempt sent the search {self._now() - stored.search_sent_at:.0f}s"
+                    " ago and stopped before recording its answer (the instance was stopped);"
+                    " it may have been billed, so it is not sent again",
+                )
             if stored.hits is None and age_s > self.settings.max_event_age_s:
                 raise PermanentError(
                     Reason.EVENT_TOO_OLD,
                     f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
                     f" ({self.settings.max_event_age_s:.0f}s)",
                 )
-            query = validate_query(
-                obj,
-                max_image_bytes=self.settings.max_image_bytes,
-                max_metadata_chars=self.settings.max_metadata_chars,
-            )
+            query = self._validate(obj)
             if stored.hits is not None:
                 hits = list(stored.hits)  # searched (and billed) already: never again
             else:
@@ -145,7 +230,7 @@ class ClipSearchService:
                 )
                 check_image_bytes(query, image, self.settings.max_image_bytes)
                 mark = self._lap(stages, "read", mark)
-                hits = self._search(query, image, age_s, deadline)
+                hits = self._search(query, image, age_s, deadline, attempt)
                 attempt.store_hits(hits)
                 mark = self._lap(stages, "search", mark)
             clips = self._fetcher.fetch(query, hits, deadline)
@@ -161,20 +246,76 @@ class ClipSearchService:
                 uri,
                 self._wall_clock(),
             )
-            topic = self.settings.errors_topic
-        else:
-            _, uri = self._result_uri(obj)
-            message = messages.success_message(
-                query, clips, self._timings(started, stages), uri, self._wall_clock()
-            )
-            topic = self.settings.results_topic
-        attempt.store_outcome(message, topic)
-        return self._publish(attempt, message, topic, log)
+            return message, self.settings.errors_topic
+        _, uri = self._result_uri(obj)
+        message = messages.success_message(
+            query, clips, self._timings(started, stages), uri, self._wall_clock()
+        )
+        return message, self.settings.results_topic
 
-    def _search(self, query: Query, image: bytes, age_s: float, deadline: float) -> list[Hit]:
-        """Search; when the API calls the request invalid, ask the video's status why."""
+    def _validate(self, obj: QueryObject) -> Query:
+        return validate_query(
+            obj,
+            max_image_bytes=self.settings.max_image_bytes,
+            max_metadata_chars=self.settings.max_metadata_chars,
+        )
+
+    def _error_message(
+        self,
+        obj: QueryObject,
+        reason: Reason,
+        text: str,
+        started: float,
+        stages: dict[str, float],
+    ) -> dict[str, Any]:
+        query: Query | None = None
+        with contextlib.suppress(Exception):  # the query's words, when they are valid
+            query = self._validate(obj)
+        _, uri = self._result_uri(obj)
+        return messages.error_message(
+            obj, query, reason, text, self._timings(started, stages), uri, self._wall_clock()
+        )
+
+    def _retry_later(self, attempt: Attempt, why: str, log: ContextLogger) -> None:
+        log.warning(
+            "retrying later: %s",
+            why,
+            extra={"event": "retry", "attempt": attempt.record.attempts},
+        )
+        attempt.release(why)
+
+    def _search(
+        self, query: Query, image: bytes, age_s: float, deadline: float, attempt: Attempt
+    ) -> list[Hit]:
+        """Search; when the API calls the request invalid, ask the video's status why.
+
+        Right before the request leaves, the record says a search is in flight: should this
+        instance die before the answer is stored, the takeover ends the query as
+        `search_unconfirmed` instead of paying again. When the search provably did not run
+        (a transient failure) or was answered with a refusal that is retried, the mark goes.
+        """
+
+        def before_send() -> None:
+            if attempt.record.search_sent_at is None:
+                attempt.mark_search_sent(self._now())
+            self._log.info(
+                "sending the search",
+                extra={
+                    "event": "search_sent",
+                    "attempt": attempt.record.attempts,
+                    "event_id": query.object.event_id,
+                    "object": f"gs://{query.object.bucket}/{query.object.name}",
+                    "generation": query.object.generation,
+                    "video_no": query.video_no,
+                    "trace": query.object.trace,
+                },
+            )
+
         try:
-            return self._api.search(query, image, deadline)
+            return self._api.search(query, image, deadline, before_send)
+        except TransientError:
+            attempt.clear_search_sent()  # the vendor cannot have run it
+            raise
         except PermanentError as error:
             if error.reason is not Reason.API_INVALID_REQUEST:
                 raise
@@ -189,6 +330,7 @@ class ClipSearchService:
             ) from None
         if meta.status == "UNPARSE":
             if age_s < self.settings.unindexed_window_s:
+                attempt.clear_search_sent()  # refused, so not billed: the retry may search
                 raise TransientError(
                     f"video {query.video_no} is still being indexed", retry_after_s=60
                 )
@@ -215,45 +357,88 @@ class ClipSearchService:
         name = result_name(self.settings.results_prefix, obj.bucket, obj.name, obj.generation)
         return name, f"gs://{self._results.bucket}/{name}"
 
-    def _publish(
-        self, attempt: Attempt, message: dict[str, Any], topic: str, log: ContextLogger
+    def _deliver(
+        self,
+        attempt: Attempt,
+        message: dict[str, Any],
+        topic: str,
+        age_s: float,
+        log: ContextLogger,
     ) -> Outcome:
-        """Result JSON first, so the URI in the message exists when a subscriber reads it.
+        """Result JSON, then the message. Past CLIPSEARCH_MAX_EVENT_AGE_S a failing publish
+        is not retried: the result JSON, written first, says the outcome (and a later
+        delivery of the same event, if one comes, still publishes the stored message)."""
+        name, uri = self._result_uri_of(message)
+        secret = self.settings.api_key.encode()
+        self._results.write_json(name, messages.encode(message).replace(secret, b"***"))
+        try:
+            message_id = self._publish(topic, message)
+        except TransientError as error:
+            if age_s <= self.settings.max_event_age_s:
+                raise
+            attempt.release(error.message)
+            self._log_outcome(
+                log,
+                message,
+                attempt,
+                f"not published ({error.message}); the query is {age_s:.0f}s old, so it is"
+                f" not retried: {uri} holds the outcome",
+                level=logging.ERROR,
+            )
+            return Outcome(message["status"], None, message)
+        attempt.mark_published(message_id)
+        self._log_outcome(log, message, attempt, None)
+        return Outcome(message["status"], message_id, message)
 
-        The stored JSON is plain; the published body is the same message in Avro's JSON
-        encoding, which the results topic's schema requires (nullable values wrapped). The
-        API's own words end up in messages; should they ever echo the key, it is masked.
-        """
+    def _result_uri_of(self, message: dict[str, Any]) -> tuple[str, str]:
         name = result_name(
             self.settings.results_prefix,
             message["query"]["bucket"],
             message["query"]["object"],
             int(message["query"]["generation"]),
         )
+        return name, f"gs://{self._results.bucket}/{name}"
+
+    def _publish(self, topic: str, message: dict[str, Any]) -> str:
+        """The published body is the message in Avro's JSON encoding, which the results
+        topic's schema requires (nullable values wrapped). The API's own words end up in
+        messages; should they ever echo the key, it is masked."""
         secret = self.settings.api_key.encode()
-        stored = messages.encode(message).replace(secret, b"***")
         wire = messages.encode(to_avro_json(message)).replace(secret, b"***")
         attributes = {
             k: v.replace(self.settings.api_key, "***")
             for k, v in messages.attributes(message).items()
         }
-        self._results.write_json(name, stored)
-        message_id = self._publisher.publish(topic, wire, attributes)
-        attempt.mark_published(message_id)
+        return self._publisher.publish(topic, wire, attributes)
+
+    def _log_outcome(
+        self,
+        log: ContextLogger,
+        message: dict[str, Any],
+        attempt: Attempt,
+        problem: str | None,
+        level: int | None = None,
+    ) -> None:
+        """The one `event=outcome` line per query (metrics count these)."""
         status = message["status"]
+        extra: dict[str, Any] = {
+            "event": "outcome",
+            "status": status,
+            "attempt": attempt.record.attempts,
+            "timings_ms": message.get("timings_ms"),
+            "video_no": message["query"]["video_no"],
+        }
+        args: list[Any]
         if status == "success":
-            log.info(
-                "query answered with %d clips",
-                len(message["clips"]),
-                extra={"status": "success", "video_no": message["query"]["video_no"]},
-            )
+            text, args = "query answered with %d clips", [len(message["clips"])]
+            chosen = logging.INFO
         else:
             reason = Reason(message["error"]["reason"])
-            level = ALERT if reason in OPERATOR_ALERT_REASONS else logging.WARNING
-            log.log(
-                level,
-                "query failed: %s",
-                message["error"]["message"].replace(self.settings.api_key, "***"),
-                extra={"status": "error", "reason": reason.value},
-            )
-        return Outcome(status, message_id, message)
+            extra["reason"] = reason.value
+            text = "query failed: %s"
+            args = [message["error"]["message"].replace(self.settings.api_key, "***")]
+            chosen = ALERT if reason in OPERATOR_ALERT_REASONS else logging.WARNING
+        if problem is not None:
+            text += "; %s"
+            args.append(problem)
+        log.log(level or chosen, text, *args, extra=extra)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from enum import StrEnum
@@ -70,7 +71,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         "CLIPSEARCH_FUNCTION_TIMEOUT_S", "540", "The function's timeout: event deadline, lease."
     ),
-    Setting("CLIPSEARCH_MAX_EVENT_AGE_S", "3600", "Older events end in event_too_old."),
+    Setting(
+        "CLIPSEARCH_MAX_EVENT_AGE_S",
+        "3600",
+        "Older queries are not searched (event_too_old) nor retried (retries_exhausted).",
+    ),
+    Setting(
+        "CLIPSEARCH_MAX_ATTEMPTS", "3", "Attempts before an unplanned error is internal_error."
+    ),
     Setting("CLIPSEARCH_UNINDEXED_WINDOW_S", "1800", "How long to wait for a video's indexing."),
     Setting("CLIPSEARCH_MAX_FETCH_BYTES", str(10 * 1024**3), "Cap on bytes fetched per query."),
     Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
@@ -112,6 +120,7 @@ class Settings:
     max_instances: int
     function_timeout_s: float
     max_event_age_s: float
+    max_attempts: int
     unindexed_window_s: float
     max_fetch_bytes: int
     max_image_bytes: int
@@ -144,6 +153,8 @@ class Settings:
                 value = kind(raw)
             except ValueError:
                 raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+            if not math.isfinite(value):  # nan compares false with everything: refuse it here
+                raise ConfigError(f"{name} must be a finite number, got {raw!r}")
             if value < low:
                 raise ConfigError(f"{name} must be >= {low}, got {raw!r}")
             return value
@@ -195,6 +206,7 @@ class Settings:
             max_instances=int(number("CLIPSEARCH_MAX_INSTANCES", int, 1)),
             function_timeout_s=number("CLIPSEARCH_FUNCTION_TIMEOUT_S", float, 10),
             max_event_age_s=number("CLIPSEARCH_MAX_EVENT_AGE_S", float, 1),
+            max_attempts=int(number("CLIPSEARCH_MAX_ATTEMPTS", int, 1)),
             unindexed_window_s=number("CLIPSEARCH_UNINDEXED_WINDOW_S", float, 0),
             max_fetch_bytes=int(number("CLIPSEARCH_MAX_FETCH_BYTES", int, 1)),
             max_image_bytes=max_image,

@@ -1,15 +1,27 @@
-"""Cloud Storage: the query image, our result objects, and video copies."""
+"""Cloud Storage: the query image, our result objects, and video copies.
+
+Every call is bounded in time, and a failure Cloud Storage may get over (5xx, 429, a
+connection or a client-side timeout) is raised as TransientError: the trigger redelivers,
+and such failures never count towards ending a query as `internal_error`.
+"""
 
 from __future__ import annotations
 
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, ParamSpec, TypeVar
 
+import google.auth.exceptions
+import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
 from clipsearch.clipping import GcsRangeSource, RangeSource
+from clipsearch.core.naming import record_name
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, SourceVideo
@@ -23,6 +35,69 @@ CLIP_KEYS = ("clipsearch-start", "clipsearch-end", "clipsearch-snapped", "clipse
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # memory held while streaming a download into GCS
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+# Failures after which the same call may well succeed later.
+TRANSIENT_GCS: tuple[type[BaseException], ...] = (
+    gexc.ServerError,
+    gexc.TooManyRequests,
+    gexc.RetryError,
+    requests.RequestException,
+    google.auth.exceptions.TransportError,
+    ConnectionError,
+    TimeoutError,
+)
+
+
+@contextmanager
+def transient_gcs(what: str) -> Iterator[None]:
+    """Turn Cloud Storage's passing failures into TransientError (the type name only)."""
+    try:
+        yield
+    except TRANSIENT_GCS as error:
+        raise TransientError(f"{what}: {type(error).__name__}") from None
+
+
+def _transient(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
+    def wrap(method: Callable[P, T]) -> Callable[P, T]:
+        @functools.wraps(method)
+        def call(*args: P.args, **kwargs: P.kwargs) -> T:
+            with transient_gcs(f"Cloud Storage {what}"):
+                return method(*args, **kwargs)
+
+        return call
+
+    return wrap
+
+
+def bounded(deadline: float | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
+    """BOUNDED, shortened to end at `deadline` (time.monotonic) when one is given."""
+    if deadline is None:
+        return BOUNDED
+    left = max(0.5, deadline - clock())
+    return {
+        "retry": DEFAULT_RETRY.with_timeout(min(20.0, left)),
+        "timeout": (min(5.0, left), min(30.0, left)),
+    }
+
+
+class _DeadlineStream:
+    """A body read towards Cloud Storage that stops when the event's deadline passes."""
+
+    def __init__(self, inner: IO[bytes], deadline: float, clock: Callable[[], float]) -> None:
+        self._inner = inner
+        self._deadline = deadline
+        self._clock = clock
+
+    def read(self, size: int = -1) -> bytes:
+        if self._clock() >= self._deadline:
+            raise TimeoutError("the event's deadline passed while streaming")
+        return self._inner.read(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
 def source_id(source: SourceVideo, generation: int | None = None) -> str:
     return f"{source.uri}#{generation}" if generation is not None else source.uri
 
@@ -31,6 +106,7 @@ class GcsImageReader:
     def __init__(self, client: storage.Client) -> None:
         self._client = client
 
+    @_transient("read")
     def read_image(self, bucket: str, name: str, generation: int, limit: int) -> bytes:
         blob = self._client.bucket(bucket).blob(name, generation=generation)
         try:
@@ -51,6 +127,7 @@ class GcsResultStore:
         self.bucket = bucket
         self._bucket = client.bucket(bucket)
 
+    @_transient("write")
     def write_json(self, name: str, payload: bytes) -> str:
         blob = self._bucket.blob(name)
         blob.cache_control = "no-cache"
@@ -72,33 +149,49 @@ class GcsResultStore:
             poster_uri=poster or None,
         )
 
+    @_transient("read")
     def read_bytes(self, name: str) -> bytes | None:
         try:
             return bytes(self._bucket.blob(name).download_as_bytes(**BOUNDED))
         except gexc.NotFound:
             return None
 
-    def write_bytes(self, name: str, data: bytes, content_type: str) -> None:
-        self._bucket.blob(name).upload_from_string(data, content_type=content_type, **BOUNDED)
+    @_transient("write")
+    def write_bytes(
+        self, name: str, data: bytes, content_type: str, deadline: float | None = None
+    ) -> None:
+        self._bucket.blob(name).upload_from_string(
+            data, content_type=content_type, **bounded(deadline)
+        )
 
+    @_transient("read")
     def find_artifact(self, name: str, mode: str) -> Artifact | None:
         blob = self._bucket.get_blob(name, **BOUNDED)
         return None if blob is None else self._artifact(blob, mode, reused=True)
 
+    @_transient("upload")
     def upload_file(
-        self, name: str, path: Path, content_type: str, metadata: dict[str, str], mode: str
+        self,
+        name: str,
+        path: Path,
+        content_type: str,
+        metadata: dict[str, str],
+        mode: str,
+        deadline: float | None = None,
     ) -> Artifact:
         blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.metadata = metadata
-        blob.upload_from_filename(str(path), content_type=content_type, **BOUNDED)
+        blob.upload_from_filename(str(path), content_type=content_type, **bounded(deadline))
         return self._artifact(blob, mode, reused=False)
 
+    @_transient("read")
     def find_copy(self, name: str, source_id: str) -> Artifact | None:
         blob = self._bucket.get_blob(name, **BOUNDED)
         if blob is not None and (blob.metadata or {}).get(SOURCE_KEY) == source_id:
             return self._artifact(blob, "copy", reused=True)
         return None
 
+    @_transient("copy")
     def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
         try:
             src = self._client.bucket(source.bucket).get_blob(source.blob, **BOUNDED)
@@ -121,16 +214,26 @@ class GcsResultStore:
         dest.reload(**BOUNDED)
         return self._artifact(dest, "copy", reused=False)
 
+    @_transient("upload")
     def upload_stream(
-        self, name: str, stream: IO[bytes], size: int | None, content_type: str, source_id: str
+        self,
+        name: str,
+        stream: IO[bytes],
+        size: int | None,
+        content_type: str,
+        source_id: str,
+        deadline: float | None = None,
     ) -> Artifact:
         blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
         blob.metadata = {SOURCE_KEY: source_id}
+        body: IO[bytes] = stream
+        if deadline is not None:
+            body = _DeadlineStream(stream, deadline, time.monotonic)  # type: ignore[assignment]
         try:
-            blob.upload_from_file(stream, size=size, content_type=content_type, **BOUNDED)
+            blob.upload_from_file(body, size=size, content_type=content_type, **bounded(deadline))
         except (OSError, ValueError) as error:
             raise TransientError(
-                f"streaming {source_id} into gs://{self.bucket}: {error}"
+                f"streaming {source_id} into gs://{self.bucket}: {type(error).__name__}"
             ) from None
         blob.reload(**BOUNDED)
         return self._artifact(blob, "copy", reused=False)
@@ -142,15 +245,21 @@ class GcsSources:
     def __init__(self, client: storage.Client) -> None:
         self._client = client
 
-    def open_range(self, source: SourceVideo) -> RangeSource | None:
+    @_transient("read")
+    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource | None:
         try:
-            blob = self._client.bucket(source.bucket).get_blob(source.blob, **BOUNDED)
+            blob = self._client.bucket(source.bucket).get_blob(source.blob, **bounded(deadline))
         except gexc.Forbidden:
             return None
         if blob is None or blob.generation is None or blob.size is None:
             return None
         return GcsRangeSource(
-            self._client, source.bucket, source.blob, int(blob.generation), size=int(blob.size)
+            self._client,
+            source.bucket,
+            source.blob,
+            int(blob.generation),
+            size=int(blob.size),
+            deadline=deadline,
         )
 
 
@@ -162,8 +271,7 @@ class GcsRecordStore:
         self._prefix = prefix
 
     def _name(self, key: str) -> str:
-        bucket_object, generation = key.rsplit("#", 1)
-        return f"{self._prefix}{bucket_object}/{generation}.json"
+        return record_name(self._prefix, key)
 
     def _write(self, key: str, record: Record, if_generation_match: int) -> int | None:
         blob = self._bucket.blob(self._name(key))
@@ -178,9 +286,11 @@ class GcsRecordStore:
             return None
         return int(blob.generation)
 
+    @_transient("record write")
     def create(self, key: str, record: Record) -> int | None:
         return self._write(key, record, 0)
 
+    @_transient("record read")
     def read(self, key: str) -> tuple[Record, int] | None:
         blob = self._bucket.get_blob(self._name(key), **BOUNDED)
         if blob is None:
@@ -192,5 +302,6 @@ class GcsRecordStore:
             return None
         return Record.loads(data), generation
 
+    @_transient("record write")
     def replace(self, key: str, record: Record, generation: int) -> int | None:
         return self._write(key, record, generation)

@@ -13,7 +13,7 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from clipsearch.clipping import HttpRangeSource, RangeSource
+from clipsearch.clipping import ClipReason, ClipUnavailable, HttpRangeSource, RangeSource
 from clipsearch.core import api
 from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
@@ -66,6 +66,7 @@ class HttpSearchApi:
         call: Callable[[], Any],
         deadline: float,
         limiter: RateLimiter | None = None,
+        before_send: Callable[[], None] | None = None,
     ) -> Any:
         """Each attempt waits for its rate slot; attempts, budget and deadline all bound it."""
 
@@ -77,19 +78,27 @@ class HttpSearchApi:
         def paced() -> Any:
             if limiter is not None:
                 limiter.acquire(deadline)
+            if before_send is not None:
+                try:
+                    before_send()
+                except TransientError as error:  # nothing was sent; retrying cannot help
+                    raise _NotSent(error) from None
             return call()
 
         if self._clock() >= deadline:
             raise TransientError(f"{what}: no time left in this event")
-        return call_with_retries(
-            paced,
-            self._retry,
-            clock=self._clock,
-            sleep=self._sleep,
-            rng=self._rng,
-            on_retry=on_retry,
-            deadline=deadline,
-        )
+        try:
+            return call_with_retries(
+                paced,
+                self._retry,
+                clock=self._clock,
+                sleep=self._sleep,
+                rng=self._rng,
+                on_retry=on_retry,
+                deadline=deadline,
+            )
+        except _NotSent as refused:
+            raise refused.error from None
 
     def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
         # Never wait for an answer past the event's deadline: the platform would kill the
@@ -97,8 +106,14 @@ class HttpSearchApi:
         connect, read = self._timeouts
         read = max(0.5, min(read, deadline - self._clock()))
         try:
+            # No redirects: the request carries the key, which must go nowhere else.
             return self._session.request(
-                method, url, headers={"Authorization": self._key}, timeout=(connect, read), **kwargs
+                method,
+                url,
+                headers={"Authorization": self._key},
+                timeout=(connect, read),
+                allow_redirects=False,
+                **kwargs,
             )
         except requests.RequestException as error:
             # Say what failed without echoing the request (its headers hold the key).
@@ -107,11 +122,18 @@ class HttpSearchApi:
                 raise TransientError(what) from None
             raise AnswerLost(what) from None
 
-    def search(self, query: Query, image: bytes, deadline: float) -> list[Hit]:
+    def search(
+        self,
+        query: Query,
+        image: bytes,
+        deadline: float,
+        before_send: Callable[[], None] | None = None,
+    ) -> list[Hit]:
         """Hits; retried only on failures after which the vendor cannot have run the search.
 
         A search whose answer is lost may have been billed: it ends the query as
-        `search_unconfirmed` instead of being sent again.
+        `search_unconfirmed` instead of being sent again. `before_send` runs after the rate
+        wait, right before each request goes out.
         """
         form = api.build_search_form(self._base, query)
 
@@ -134,7 +156,9 @@ class HttpSearchApi:
                     " have been billed, so it is not sent again",
                 ) from None
 
-        hits: list[Hit] = self._retrying("search", once, deadline, self._search_limiter)
+        hits: list[Hit] = self._retrying(
+            "search", once, deadline, self._search_limiter, before_send
+        )
         return hits
 
     def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata:
@@ -159,17 +183,19 @@ class HttpSearchApi:
             f"&blob={quote(source.blob, safe='/')}"
         )
 
-    def open_range(self, source: SourceVideo) -> RangeSource:
+    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource:
         """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
         session = self._session
         if self._download_limiter is not None:
-            session = PacedSession(session, self._download_limiter, self._clock)
+            session = PacedSession(session, self._download_limiter, self._clock, deadline=deadline)
         return HttpRangeSource(
             session,
             self._download_url(source),
             {"Authorization": self._key},
             cache_key=f"{source.uri}@download",
             timeout=self._timeouts,
+            deadline=deadline,
+            clock=self._clock,
         )
 
     @contextmanager
@@ -200,6 +226,14 @@ class HttpSearchApi:
             response.close()
 
 
+class _NotSent(Exception):
+    """`before_send` refused (e.g. the record moved on): raised past the retry loop as is."""
+
+    def __init__(self, error: TransientError) -> None:
+        super().__init__(error.message)
+        self.error = error
+
+
 def _never_reached(error: requests.RequestException) -> bool:
     """True when the request cannot have reached the vendor: no connection was made."""
     if isinstance(error, requests.ConnectTimeout | requests.exceptions.SSLError):
@@ -213,18 +247,31 @@ def _never_reached(error: requests.RequestException) -> bool:
 class PacedSession(requests.Session):
     """A session whose every request waits for a download rate slot (ranged reads count too).
 
-    Ranged reads happen deep inside the clip engine, which knows no deadline: a slot further
-    away than the download timeout means the event cannot finish in time, so it fails fast.
+    A slot past the event's deadline cannot be used: the read fails at once with
+    ClipUnavailable(DEADLINE_EXCEEDED), so the clip falls back instead of the attempt
+    running into the platform's timeout. Without a deadline, a minute is the most it waits.
     """
 
     def __init__(
-        self, inner: requests.Session, limiter: RateLimiter, clock: Callable[[], float]
+        self,
+        inner: requests.Session,
+        limiter: RateLimiter,
+        clock: Callable[[], float],
+        *,
+        deadline: float | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._limiter = limiter
         self._clock = clock
+        self._deadline = deadline
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
-        self._limiter.acquire(self._clock() + 60.0)
+        deadline = self._clock() + 60.0 if self._deadline is None else self._deadline
+        try:
+            self._limiter.acquire(deadline)
+        except TransientError as error:
+            if self._deadline is None:
+                raise
+            raise ClipUnavailable(ClipReason.DEADLINE_EXCEEDED, error.message) from None
         return self._inner.request(method, url, *args, **kwargs)

@@ -10,12 +10,15 @@ from __future__ import annotations
 import json
 import re
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import NoReturn, Protocol
+from typing import Any, NoReturn, Protocol
 
 import requests
 from google.api_core import exceptions as gexc
 from google.cloud import storage
+from google.cloud.storage.retry import DEFAULT_RETRY
 
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 
@@ -71,6 +74,40 @@ def _check_range(offset: int, length: int) -> None:
         raise ValueError(f"bad range offset={offset} length={length}")
 
 
+class _Deadline:
+    """The event's deadline (time.monotonic), applied to every request's timeouts.
+
+    A request asked for after it fails at once; one asked for before it waits at most until
+    it, so a slow source ends the clip (a fallback) instead of the platform killing the attempt.
+    """
+
+    def __init__(self, deadline: float | None, clock: Callable[[], float]) -> None:
+        self.deadline = deadline
+        self._clock = clock
+
+    def left(self, what: str) -> float | None:
+        """Seconds left, or None without a deadline; raises when none are left."""
+        if self.deadline is None:
+            return None
+        left = self.deadline - self._clock()
+        if left <= 0:
+            raise ClipUnavailable(
+                ClipReason.DEADLINE_EXCEEDED, f"{what}: the event's deadline passed"
+            )
+        return left
+
+    def passed(self) -> bool:
+        return self.deadline is not None and self._clock() >= self.deadline
+
+    def bound(self, timeout: float | tuple[float, float], what: str) -> float | tuple[float, float]:
+        left = self.left(what)
+        if left is None:
+            return timeout
+        if isinstance(timeout, tuple):
+            return (min(timeout[0], left), min(timeout[1], left))
+        return min(timeout, left)
+
+
 class FileRangeSource(_Counters):
     """A local file; for tests, the benchmark and local tools."""
 
@@ -113,16 +150,21 @@ class GcsRangeSource(_Counters):
         *,
         size: int | None = None,
         timeout: float | tuple[float, float] = (10, 60),
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self.bucket = bucket
         self.blob = blob
         self.metadata_requests = 0
         self._timeout = timeout
+        self._deadline = _Deadline(deadline, clock)
         if generation is None or size is None:
             self.metadata_requests += 1
             try:
-                meta = client.bucket(bucket).get_blob(blob, generation=generation)
+                meta = client.bucket(bucket).get_blob(
+                    blob, generation=generation, **self._bounds(f"gs://{bucket}/{blob}")
+                )
             except gexc.Forbidden:
                 raise ClipUnavailable(
                     ClipReason.SOURCE_UNREADABLE, f"gs://{bucket}/{blob}: forbidden"
@@ -151,16 +193,23 @@ class GcsRangeSource(_Counters):
     def cache_key(self) -> str:
         return f"gs://{self.bucket}/{self.blob}#{self.generation}"
 
+    def _bounds(self, what: str) -> dict[str, Any]:
+        """Timeouts, and the client's own retries, ending at the deadline when there is one."""
+        timeout = self._deadline.bound(self._timeout, what)
+        left = self._deadline.left(what)
+        if left is None:
+            return {"timeout": timeout}
+        return {"timeout": timeout, "retry": DEFAULT_RETRY.with_timeout(left)}
+
     def read(self, offset: int, length: int) -> bytes:
         _check_range(offset, length)
         if offset >= self._size:
             return b""
         end = min(offset + length, self._size) - 1  # inclusive, as the API wants it
+        bounds = self._bounds(self.cache_key)
         try:
             data = bytes(
-                self._blob.download_as_bytes(
-                    start=offset, end=end, checksum=None, timeout=self._timeout
-                )
+                self._blob.download_as_bytes(start=offset, end=end, checksum=None, **bounds)
             )
         except (gexc.NotFound, gexc.PreconditionFailed):
             raise ClipUnavailable(
@@ -171,6 +220,11 @@ class GcsRangeSource(_Counters):
                 ClipReason.SOURCE_UNREADABLE, f"{self.cache_key}: forbidden"
             ) from None
         except (gexc.GoogleAPIError, OSError, requests.RequestException) as error:
+            if self._deadline.passed():
+                raise ClipUnavailable(
+                    ClipReason.DEADLINE_EXCEEDED,
+                    f"{self.cache_key}: {type(error).__name__} as the event's deadline passed",
+                ) from None
             raise ClipUnavailable(
                 ClipReason.SOURCE_UNREADABLE,
                 f"{self.cache_key}: {type(error).__name__}",
@@ -187,6 +241,7 @@ class GcsRangeSource(_Counters):
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)")
 _TRANSIENT_CODES = frozenset({"0429", "0500", "0502", "0503", "0504"})
 _MAX_ENVELOPE = 64 * 1024
+_BODY_CHUNK = 256 * 1024
 
 
 def _envelope_code(response: requests.Response) -> str | None:
@@ -218,9 +273,12 @@ class HttpRangeSource(_Counters):
         *,
         cache_key: str | None = None,
         timeout: tuple[float, float] = (5, 60),
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__()
         self._session = session
+        self._deadline = _Deadline(deadline, clock)
         self._url = url
         self._headers = dict(headers)
         self._key = cache_key
@@ -251,12 +309,20 @@ class HttpRangeSource(_Counters):
         if self._size is not None and offset >= self._size:
             return b""
         headers = {**self._headers, "Range": f"bytes={offset}-{offset + length - 1}"}
+        timeout = self._deadline.bound(self._timeout, f"GET {self._where}")
         try:
             # stream=True: a 200 (the whole object) must never be read into memory.
+            # No redirects: the request carries the key, which must go nowhere else.
             response = self._session.get(
-                self._url, headers=headers, timeout=self._timeout, stream=True
+                self._url, headers=headers, timeout=timeout, stream=True, allow_redirects=False
             )
         except requests.RequestException as error:
+            if self._deadline.passed():
+                self._fail(
+                    f"{type(error).__name__} as the event's deadline passed",
+                    transient=False,
+                    reason=ClipReason.DEADLINE_EXCEEDED,
+                )
             self._fail(type(error).__name__, transient=True)
         with response:
             status = response.status_code
@@ -286,13 +352,35 @@ class HttpRangeSource(_Counters):
                         "object size changed", transient=False, reason=ClipReason.SOURCE_CHANGED
                     )
                 self._size = total
-            try:
-                data = response.content
-            except requests.RequestException as error:
+            expected = int(match.group(2)) - offset + 1
+            if expected > length:
                 self._count(0)
-                self._fail(type(error).__name__, transient=True)
+                self._fail("Content-Range wider than asked", transient=False)
+            data = self._body(response, expected)
         self._count(len(data))
-        expected = int(match.group(2)) - offset + 1
         if len(data) != expected:
             self._fail("short body", transient=True)
         return data
+
+    def _body(self, response: requests.Response, expected: int) -> bytes:
+        """The 206 body, its length checked as it streams: never more than the range held."""
+        chunks: list[bytes] = []
+        got = 0
+        try:
+            for chunk in response.iter_content(_BODY_CHUNK):
+                got += len(chunk)
+                if got > expected:
+                    self._count(0)
+                    self._fail("body longer than its Content-Range", transient=False)
+                chunks.append(chunk)
+                if self._deadline.passed():
+                    self._count(0)
+                    self._fail(
+                        "the event's deadline passed mid-body",
+                        transient=False,
+                        reason=ClipReason.DEADLINE_EXCEEDED,
+                    )
+        except requests.RequestException as error:
+            self._count(0)
+            self._fail(type(error).__name__, transient=True)
+        return b"".join(chunks)

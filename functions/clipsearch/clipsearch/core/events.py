@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
+from clipsearch.core.validation import SIZE_UNKNOWN
 from clipsearch.errors import PermanentError, Reason
 from clipsearch.model import QueryObject
 
@@ -22,11 +23,15 @@ def parse_finalized_event(
     bucket, name = data.get("bucket"), data.get("name")
     if not isinstance(bucket, str) or not bucket or not isinstance(name, str) or not name:
         raise PermanentError(Reason.BAD_EVENT, "event data lacks bucket or name")
+    raw_size = data.get("size")
     try:
         generation = int(data.get("generation", ""))
-        size = int(data.get("size", 0))
+        # Google's own samples (and curl replays) often leave size out: the read will tell.
+        size = SIZE_UNKNOWN if raw_size is None or raw_size == "" else int(raw_size)
     except (TypeError, ValueError):
         raise PermanentError(Reason.BAD_EVENT, "event generation or size is not a number") from None
+    if raw_size not in (None, "") and size < 0:
+        raise PermanentError(Reason.BAD_EVENT, f"event size {size} is negative")
     raw_metadata = data.get("metadata") or {}
     if not isinstance(raw_metadata, Mapping):
         raise PermanentError(Reason.BAD_EVENT, "event metadata is not an object")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from clipsearch.core.validation import metadata_value
 from clipsearch.errors import Reason
 from clipsearch.model import ClipResult, Query, QueryObject, Timings
 
@@ -16,9 +17,9 @@ def _query_section(obj: QueryObject, query: Query | None) -> dict[str, Any]:
         "bucket": obj.bucket,
         "object": obj.name,
         "generation": str(obj.generation),
-        "video_no": query.video_no if query else obj.metadata.get("video_no"),
-        "prompt": query.prompt if query else obj.metadata.get("prompt"),
-        "unique_id": query.unique_id if query else obj.metadata.get("unique_id"),
+        "video_no": query.video_no if query else metadata_value(obj.metadata, "video_no"),
+        "prompt": query.prompt if query else metadata_value(obj.metadata, "prompt"),
+        "unique_id": query.unique_id if query else metadata_value(obj.metadata, "unique_id"),
         "event_id": obj.event_id,
     }
 

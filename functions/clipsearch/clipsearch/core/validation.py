@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import unicodedata
+from collections.abc import Mapping
 
 from clipsearch.errors import PermanentError, Reason
 from clipsearch.model import Query, QueryObject
@@ -20,12 +21,33 @@ EXTENSION_KINDS = {
 METADATA_KEYS = ("video_no", "prompt", "unique_id")
 DEFAULT_UNIQUE_ID = "default"
 MAX_ID_CHARS = 128
+# QueryObject.size when the event does not carry one: the read decides (check_image_bytes).
+SIZE_UNKNOWN = -1
 
 
-def _metadata_value(metadata: dict[str, str], key: str) -> str | None:
-    """Custom metadata keys are matched case-insensitively: some tools lowercase headers."""
+METADATA_PREFIX = "x-goog-meta-"
+
+
+def metadata_key(key: str) -> str:
+    """The key as we compare it: lower case, without gsutil's `x-goog-meta-` header prefix.
+
+    `gsutil -h x-goog-meta-video_no:V` stores `video_no`, but `gcloud storage cp
+    --custom-metadata=x-goog-meta-video_no=V` stores the prefix as part of the key, and some
+    tools change the case of header names.
+    """
+    lowered = key.strip().lower()
+    return lowered.removeprefix(METADATA_PREFIX)
+
+
+def metadata_value(metadata: Mapping[str, str], key: str) -> str | None:
+    """The value of custom metadata `key` however the uploading tool spelled the key.
+
+    An exact `key` wins over a respelling of it, so the answer does not depend on key order.
+    """
+    if key in metadata:
+        return metadata[key]
     for candidate, value in metadata.items():
-        if candidate.lower() == key:
+        if metadata_key(candidate) == key:
             return value
     return None
 
@@ -45,18 +67,18 @@ def _check_text(key: str, value: str, limit: int) -> str:
 
 def validate_query(obj: QueryObject, *, max_image_bytes: int, max_metadata_chars: int) -> Query:
     """Check everything the event alone can tell, so that no bad query costs a read or a search."""
-    raw_video_no = _metadata_value(obj.metadata, "video_no")
+    raw_video_no = metadata_value(obj.metadata, "video_no")
     if raw_video_no is None or not raw_video_no.strip():
         raise PermanentError(Reason.MISSING_VIDEO_NO, "custom metadata 'video_no' is required")
     video_no = _check_text("video_no", raw_video_no, MAX_ID_CHARS)
-    raw_prompt = _metadata_value(obj.metadata, "prompt")
+    raw_prompt = metadata_value(obj.metadata, "prompt")
     if raw_prompt is None or not raw_prompt.strip():
         raise PermanentError(
             Reason.MISSING_PROMPT,
             "custom metadata 'prompt' is required and cannot be empty",
         )
     prompt = _check_text("prompt", raw_prompt, max_metadata_chars)
-    raw_unique = _metadata_value(obj.metadata, "unique_id")
+    raw_unique = metadata_value(obj.metadata, "unique_id")
     unique_id = DEFAULT_UNIQUE_ID
     if raw_unique is not None and raw_unique.strip():
         unique_id = _check_text("unique_id", raw_unique, MAX_ID_CHARS)
@@ -73,7 +95,8 @@ def validate_query(obj: QueryObject, *, max_image_bytes: int, max_metadata_chars
             Reason.UNSUPPORTED_CONTENT_TYPE,
             f"content type {obj.content_type or '(none)'!r} does not start with image/",
         )
-    check_size(obj.size, max_image_bytes)
+    if obj.size != SIZE_UNKNOWN:
+        check_size(obj.size, max_image_bytes)
     return Query(object=obj, video_no=video_no, prompt=prompt, unique_id=unique_id, image_kind=kind)
 
 
