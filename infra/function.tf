@@ -10,6 +10,14 @@ data "archive_file" "source" {
   ]
 }
 
+locals {
+  # What the outcome's expires_at promises (CLIPSEARCH_RESULT_RETENTION_DAYS) comes from the same
+  # variable as the results bucket's lifecycle rule (storage.tf), so the two cannot disagree.
+  retention_env = {
+    CLIPSEARCH_RESULT_RETENTION_DAYS = tostring(var.result_retention_days)
+  }
+}
+
 resource "google_storage_bucket_object" "source" {
   name   = "source-${data.archive_file.source.output_md5}.zip"
   bucket = google_storage_bucket.source.name
@@ -46,7 +54,7 @@ resource "google_cloudfunctions2_function" "clipsearch" {
     ingress_settings                 = "ALLOW_INTERNAL_ONLY" # Eventarc delivers internally
     all_traffic_on_latest_revision   = true
 
-    environment_variables = local.function_env
+    environment_variables = merge(local.function_env, local.retention_env)
 
     secret_environment_variables {
       key        = "CLIPSEARCH_API_KEY"

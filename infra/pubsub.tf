@@ -1,6 +1,15 @@
 # The result contract: one Avro schema (functions/clipsearch/clipsearch/schemas/clip_result.avsc), validated by Pub/Sub on every
 # publish. JSON encoding means Avro's JSON encoding: non-null values of nullable fields are
-# wrapped by branch ({"string": "..."}), see tests/infra/avro_contract.py.
+# wrapped by branch ({"string": "..."}), see clipsearch/contract.py.
+#
+# Evolving it: a changed definition is committed as a new REVISION of this schema (the topics
+# are not recreated). A revision only appends fields typed ["null", T] with default null, and
+# is kept in tests/infra/schema_revisions/<N>.avsc (tests/infra/test_avro_contract.py checks
+# both). The topics below set no first/last revision, so a message is accepted if it matches
+# ANY revision: the running function keeps publishing while the next one rolls out, whichever
+# of `terraform apply`'s two changes lands first. Revisions: 1 (initial), 2 (expires_at).
+# A schema holds at most 20 revisions; delete old ones (gcloud pubsub schemas
+# delete-revision) once no deployed function publishes them.
 resource "google_pubsub_schema" "clip_result" {
   name       = local.names.schema
   type       = "AVRO"

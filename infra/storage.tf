@@ -53,12 +53,19 @@ resource "google_storage_bucket" "results" {
   }
 
   # Artifacts: copied videos, cut clips (with their posters) and the MP4 index sidecars the
-  # cutter caches under index/ go after clip_retention_days. A deleted sidecar is rebuilt on
-  # the next cut from that source; nothing else points to it.
+  # cutter caches under index/ are deleted clip_retention_days after the last query that made
+  # or reused them, not after they were created: the function sets an artifact's customTime
+  # when it writes it and moves it forward when a later query reuses it (adapters/gcs.py), so
+  # a result written on day 29 never points at a clip deleted on day 30. The extra day covers
+  # what lies between that refresh and the outcome's produced_at (the query's own run, at most
+  # timeout_seconds, and the refresh being skipped when it is under an hour old), so that
+  # expires_at = produced_at + result_retention_days holds for the artifacts too. An artifact
+  # without customTime (written before this rule) is not matched: docs/operations.md
+  # "Retention" stamps those once. A deleted sidecar is rebuilt on the next cut.
   lifecycle_rule {
     condition {
-      age            = var.clip_retention_days
-      matches_prefix = [local.videos_prefix, local.clips_prefix, local.index_prefix]
+      days_since_custom_time = var.clip_retention_days + 1
+      matches_prefix         = [local.videos_prefix, local.clips_prefix, local.index_prefix]
     }
     action {
       type = "Delete"
@@ -67,7 +74,8 @@ resource "google_storage_bucket" "results" {
 
   # Result JSON and idempotency records: kept longer than any redelivery window (>= 2 days) and
   # never longer than the clips they point to (result_retention_days <= clip_retention_days),
-  # so a stored result never outlives the artifacts its URIs name.
+  # so a stored result never outlives the artifacts its URIs name. The outcome's expires_at is
+  # produced_at + result_retention_days (CLIPSEARCH_RESULT_RETENTION_DAYS, function.tf).
   lifecycle_rule {
     condition {
       age            = var.result_retention_days

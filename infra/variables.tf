@@ -43,7 +43,7 @@ variable "enable_apis" {
 # ---- Storage -----------------------------------------------------------------------------
 
 variable "clip_retention_days" {
-  description = "Delete artifacts (copied videos, clips and posters, MP4 index sidecars: <results_prefix>videos/, clips/, index/) this many days after creation."
+  description = "Delete artifacts (copied videos, clips and posters, MP4 index sidecars: <results_prefix>videos/, clips/, index/) this many days (plus one of margin) after the last query that made or reused them (their customTime)."
   type        = number
   default     = 30
   validation {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import io
+import itertools
 import json
 import shutil
 from pathlib import Path
@@ -91,6 +92,7 @@ SUCCESS_ENCODED: dict[str, Any] = {
     "result_uri": "gs://acme-clipsearch-results/clipsearch/results/q/in/cat.jpg/1.json",
     "timings_ms": {"read": 1.5, "search": 800.25, "fetch": 30.0, "total": 832.0},
     "produced_at": "2026-01-02T03:04:05.678Z",
+    "expires_at": {"string": "2026-02-01T03:04:05.678Z"},
 }
 
 ERROR_ENCODED: dict[str, Any] = {
@@ -110,6 +112,7 @@ ERROR_ENCODED: dict[str, Any] = {
     "result_uri": "gs://acme-clipsearch-results/clipsearch/results/q/in/no-metadata.jpg/7.json",
     "timings_ms": {"read": 0.0, "search": 0.0, "fetch": 0.0, "total": 0.4},
     "produced_at": "2026-01-02T03:04:06Z",
+    "expires_at": None,
 }
 
 
@@ -142,6 +145,8 @@ INVALID = [
     pytest.param(_with(ERROR_ENCODED, "query.video_no", _DELETE), id="missing-defaulted-field"),
     pytest.param(_with(ERROR_ENCODED, "timings_ms.total", _DELETE), id="missing-timing"),
     pytest.param(_with(ERROR_ENCODED, "clips", None), id="clips-null"),
+    pytest.param(_with(ERROR_ENCODED, "expires_at", _DELETE), id="missing-expires-at"),
+    pytest.param(_with(ERROR_ENCODED, "expires_at", "2026-02-01Z"), id="bare-expires-at"),
 ]
 
 
@@ -223,7 +228,9 @@ def _code_messages() -> list[dict[str, Any]]:
         ClipResult(2, Hit(3.0, 4.0, 0.1, None), None, None, fetch_error="no source"),
     ]
     timings = Timings(1.0, 2.0, 3.0, 6.0)
-    success = messages.success_message(query, clips, timings, "gs://rb/r.json", "2026-01-01Z")
+    success = messages.success_message(
+        query, clips, timings, "gs://rb/r.json", "2026-01-01T00:00:00.000Z", retention_days=30
+    )
     error = messages.error_message(
         obj, None, Reason.MISSING_PROMPT, "no prompt", timings, "gs://rb/r.json", "2026-01-01Z"
     )
@@ -355,7 +362,9 @@ def _published_bytes() -> list[bytes]:
         ClipResult(2, Hit(3.0, 4.0, 0.1, None), None, None, fetch_error=hostile),
     ]
     timings = Timings(1.0, 2.0, 3.0, 6.0)
-    success = messages.success_message(query, clips, timings, "gs://rb/r.json", "2026-01-01Z")
+    success = messages.success_message(
+        query, clips, timings, "gs://rb/r.json", "2026-01-01T00:00:00Z", retention_days=2
+    )
     refused = messages.error_message(
         QueryObject(
             "qb", "in/x.tiff", 9, -1, "image/tiff", {"x-goog-meta-Video_No": "V9"}, "e", ""
@@ -400,3 +409,172 @@ def test_fastavro_is_no_substitute_for_the_pubsub_validator() -> None:
     assert from_avro_json(plain) == plain
     with pytest.raises(AttributeError):  # fastavro 1.13 expects the {branch: value} wrapper
         read(plain)
+
+
+# --- Schema evolution: every revision Terraform has committed, and what it keeps working ----
+#
+# Terraform commits a changed clip_result.avsc as a new revision of the same Pub/Sub schema
+# (infra/pubsub.tf). The topics set no revision range, so a message is accepted when it
+# validates against ANY revision: a function still running revision N's code keeps publishing
+# while revision N+1's rolls out, in either order. That only works if a revision only appends
+# nullable fields with default null; each committed revision is kept in schema_revisions/.
+
+REVISIONS = Path(__file__).resolve().parent / "schema_revisions"
+
+
+def _revisions() -> list[dict[str, Any]]:
+    files = sorted(REVISIONS.glob("*.avsc"), key=lambda p: int(p.stem))
+    assert [int(p.stem) for p in files] == list(range(1, len(files) + 1))
+    return [json.loads(p.read_text(encoding="utf-8")) for p in files]
+
+
+def _appends_only(old: Any, new: Any, path: str) -> None:
+    """`new` keeps every field of `old` unchanged and in place; anything added comes after,
+    nullable with default null. Docs may change."""
+    if isinstance(old, dict) and old.get("type") == "record":
+        assert new.get("type") == "record", path
+        assert new["name"] == old["name"], path
+        kept, added = new["fields"][: len(old["fields"])], new["fields"][len(old["fields"]) :]
+        for before, after in zip(old["fields"], kept, strict=True):
+            assert after["name"] == before["name"], f"{path}: field order changed"
+            _appends_only(before["type"], after["type"], f"{path}.{before['name']}")
+            assert after.get("default", _DELETE) == before.get("default", _DELETE), path
+        for field in added:
+            where = f"{path}.{field['name']}"
+            assert isinstance(field["type"], list), f"{where}: a new field must be nullable"
+            assert field["type"][0] == "null", f"{where}: null first"
+            assert "default" in field, f"{where}: needs default null"
+            assert field["default"] is None, f"{where}: needs default null"
+    elif isinstance(old, dict):
+        assert isinstance(new, dict), path
+        assert set(old) - {"doc"} == set(new) - {"doc"}, path
+        for key in set(old) - {"doc", "fields"}:
+            if isinstance(old[key], (dict, list)):
+                _appends_only(old[key], new[key], f"{path}.{key}")
+            else:
+                assert new[key] == old[key], f"{path}.{key}"
+    elif isinstance(old, list):
+        assert isinstance(new, list), path
+        assert len(new) == len(old), f"{path}: union branches changed"
+        for index, (a, b) in enumerate(zip(old, new, strict=True)):
+            _appends_only(a, b, f"{path}[{index}]")
+    else:
+        assert new == old, path
+
+
+def test_the_schema_is_the_latest_committed_revision() -> None:
+    """Changing clip_result.avsc means adding schema_revisions/<N+1>.avsc with it."""
+    assert _revisions()[-1] == schema()
+
+
+def test_each_revision_only_appends_nullable_fields() -> None:
+    revisions = _revisions()
+    for number, (old, new) in enumerate(itertools.pairwise(revisions), start=2):
+        _appends_only(old, new, f"revision {number}")
+    assert revisions[-1]["fields"][-1]["name"] == "expires_at"  # revision 2
+
+
+def _drop_new_fields(plain: dict[str, Any], old: dict[str, Any]) -> dict[str, Any]:
+    """What a publisher of an older revision sends: only that revision's top-level fields."""
+    names = {f["name"] for f in old["fields"]}
+    return {k: v for k, v in plain.items() if k in names}
+
+
+def test_fastavro_resolves_old_and_new_revisions_both_ways() -> None:
+    """Avro schema resolution by a third-party implementation: revision 2 readers see
+    expires_at = null in revision 1 data, and revision 1 readers skip it in revision 2 data."""
+    old, new = (fastavro.parse_schema(r) for r in _revisions()[-2:])
+    for plain in _code_messages():
+        old_plain = _drop_new_fields(plain, _revisions()[-2])
+        written = io.BytesIO()
+        fastavro.schemaless_writer(written, old, old_plain)
+        written.seek(0)
+        read = fastavro.schemaless_reader(written, old, new)
+        assert read == {**old_plain, "expires_at": None}
+        written = io.BytesIO()
+        fastavro.schemaless_writer(written, new, plain)
+        written.seek(0)
+        assert fastavro.schemaless_reader(written, new, old) == old_plain
+
+
+@pytest.mark.integration
+def test_a_topic_accepts_old_and_new_revisions_during_a_rollout() -> None:
+    """On the official emulator, a schema with revision 1 and the current revision committed
+    on top (what Terraform does), and a topic without a revision range (infra/pubsub.tf):
+    revision-1 messages (no expires_at) and current ones both publish. The same topic limited
+    to the latest revision refuses the old ones: the open range is what keeps them working."""
+    jars = sorted(Path("/").glob(JAR_GLOB))
+    if not jars or not shutil.which("java"):
+        pytest.skip(reason="no java or Pub/Sub emulator jar (google-cloud-cli-pubsub-emulator)")
+    import grpc  # noqa: PLC0415
+    from google.api_core import exceptions as gexc  # noqa: PLC0415
+    from google.pubsub_v1 import Encoding, PublisherClient, Schema, SchemaServiceClient  # noqa: PLC0415
+    from google.pubsub_v1.services.publisher.transports import (  # noqa: PLC0415
+        PublisherGrpcTransport,
+    )
+    from google.pubsub_v1.services.schema_service.transports import (  # noqa: PLC0415
+        SchemaServiceGrpcTransport,
+    )
+
+    from clipsearch_dev.processes import pubsub_emulator  # noqa: PLC0415
+
+    revisions = _revisions()
+    current = [to_avro_json(json.loads(messages.encode(m))) for m in _code_messages()]
+    old = [_drop_new_fields(m, revisions[-2]) for m in current]
+    with pubsub_emulator() as emulator:
+        channel = grpc.insecure_channel(f"127.0.0.1:{emulator.port}")
+        schemas = SchemaServiceClient(transport=SchemaServiceGrpcTransport(channel=channel))
+        publisher = PublisherClient(transport=PublisherGrpcTransport(channel=channel))
+        created = schemas.create_schema(
+            parent="projects/rollout-test",
+            schema=Schema(type_=Schema.Type.AVRO, definition=json.dumps(revisions[0])),
+            schema_id="clip-result",
+        )
+        for revision in revisions[1:]:
+            latest = schemas.commit_schema(
+                request={
+                    "name": created.name,
+                    "schema": Schema(type_=Schema.Type.AVRO, definition=json.dumps(revision)),
+                }
+            )
+        listed = list(schemas.list_schema_revisions(request={"name": created.name}))
+        assert len(listed) == len(revisions)
+
+        def accepted(topic: str, body: dict[str, Any]) -> bool:
+            try:
+                publisher.publish(
+                    request={"topic": topic, "messages": [{"data": json.dumps(body).encode()}]}
+                )
+            except gexc.InvalidArgument:
+                return False
+            return True
+
+        open_range = publisher.create_topic(
+            request={
+                "name": "projects/rollout-test/topics/results",
+                "schema_settings": {"schema": created.name, "encoding": Encoding.JSON},
+            }
+        ).name
+        latest_only = publisher.create_topic(
+            request={
+                "name": "projects/rollout-test/topics/latest-only",
+                "schema_settings": {
+                    "schema": created.name,
+                    "encoding": Encoding.JSON,
+                    "first_revision_id": latest.revision_id,
+                },
+            }
+        ).name
+        verdicts = {
+            "open, current": [accepted(open_range, m) for m in current],
+            "open, revision 1": [accepted(open_range, m) for m in old],
+            "latest only, current": [accepted(latest_only, m) for m in current],
+            "latest only, revision 1": [accepted(latest_only, m) for m in old],
+        }
+        channel.close()
+    assert verdicts == {
+        "open, current": [True, True],
+        "open, revision 1": [True, True],
+        "latest only, current": [True, True],
+        "latest only, revision 1": [False, False],
+    }

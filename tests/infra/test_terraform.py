@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -124,8 +125,9 @@ def test_instance_cap_and_concurrency_come_from_the_rate_limiter_variables() -> 
 
 def test_every_setting_is_an_env_var_and_the_key_a_secret_env_var() -> None:
     service = block(_function(), "service_config")
-    assert service["environment_variables"] == "${local.function_env}"
-    plain = set(config()["locals"]["function_env"])
+    assert service["environment_variables"] == "${merge(local.function_env, local.retention_env)}"
+    plain = set(config()["locals"]["function_env"]) | set(config()["locals"]["retention_env"])
+    assert not set(config()["locals"]["function_env"]) & set(config()["locals"]["retention_env"])
     settings = {s.env for s in SETTINGS}
     secrets = {s["key"]: s for s in all_blocks(service, "secret_environment_variables")}
 
@@ -283,16 +285,23 @@ def test_buckets_are_uniform_and_never_public() -> None:
         assert body["public_access_prevention"] == "enforced", name
 
 
-def _delete_ages_by_prefix() -> dict[str, str]:
+# What each delete rule of the results bucket counts its days from.
+_CLOCKS = ("age", "days_since_custom_time")
+
+
+def _delete_ages_by_prefix() -> dict[str, tuple[str, str]]:
+    """{prefix: (age | days_since_custom_time, days)} over the results bucket's delete rules."""
     rules = all_blocks(resource("google_storage_bucket", "results"), "lifecycle_rule")
-    ages: dict[str, str] = {}
+    ages: dict[str, tuple[str, str]] = {}
     for rule in rules:
         condition = block(rule, "condition")
-        if block(rule, "action")["type"] != "Delete" or "age" not in condition:
+        clocks = [c for c in _CLOCKS if c in condition]
+        if block(rule, "action")["type"] != "Delete" or not clocks:
             continue
+        assert len(clocks) == 1, f"one clock per rule: {condition}"
         for prefix in condition.get("matches_prefix", []):
             assert prefix not in ages, f"{prefix} is in two delete rules"
-            ages[prefix] = condition["age"]
+            ages[prefix] = (clocks[0], condition[clocks[0]])
     return ages
 
 
@@ -301,10 +310,14 @@ def test_every_prefix_the_function_writes_has_one_lifetime() -> None:
     ages = _delete_ages_by_prefix()
     locals_ = config()["locals"]
     for local in ("videos_prefix", "clips_prefix", "index_prefix"):
-        assert ages[f"${{local.{local}}}"] == "${var.clip_retention_days}", local
+        # Artifacts count from their customTime, which a reuse moves forward (adapters/gcs.py).
+        assert ages[f"${{local.{local}}}"] == (
+            "days_since_custom_time",
+            "${var.clip_retention_days + 1}",
+        ), local
         assert locals_[local].startswith("${var.results_prefix}"), local
     for local in ("results_records_prefix", "idempotency_prefix"):
-        assert ages[f"${{local.{local}}}"] == "${var.result_retention_days}", local
+        assert ages[f"${{local.{local}}}"] == ("age", "${var.result_retention_days}"), local
     from clipsearch.core import naming  # noqa: PLC0415
 
     written = {
@@ -324,6 +337,23 @@ def test_every_prefix_the_function_writes_has_one_lifetime() -> None:
     assert written == covered, f"prefixes without a lifecycle rule: {written - covered}"
 
 
+def test_the_artifact_rules_extra_day_covers_what_precedes_produced_at() -> None:
+    """expires_at = produced_at + result_retention_days must hold for the artifacts a result
+    names. An artifact's customTime is at most REFRESH_AFTER (a skipped refresh) plus one run
+    of the function (timeout_seconds) older than produced_at; the rule's extra day covers it."""
+    from clipsearch.adapters.gcs import REFRESH_AFTER  # noqa: PLC0415
+
+    validations = json.dumps(config()["variable"]["timeout_seconds"]["validation"])
+    bound = re.search(r"var\.timeout_seconds <= (\d+)", validations)
+    assert bound is not None, "timeout_seconds needs an upper bound"
+    longest_run = int(bound.group(1))
+    assert REFRESH_AFTER + timedelta(seconds=longest_run) < timedelta(days=1)
+    # clip_retention_days >= 1 too: the provider ignores days_since_custom_time = 0.
+    assert "var.clip_retention_days >= 1" in json.dumps(
+        config()["variable"]["clip_retention_days"]["validation"]
+    )
+
+
 def test_result_json_never_outlives_the_clips_it_names_and_outlives_redeliveries() -> None:
     validations = json.dumps(config()["variable"]["result_retention_days"]["validation"])
     assert "var.result_retention_days >= 2" in validations
@@ -340,6 +370,48 @@ def test_result_json_never_outlives_the_clips_it_names_and_outlives_redeliveries
     assert [d["for_each"] for d in dynamic] == ["${var.query_retention_days > 0 ? [1] : []}"]
     condition = block(block(dynamic[0], "content"), "condition")
     assert condition == {"age": "${var.query_retention_days}"}
+
+
+def test_expires_at_retention_is_the_lifecycle_rules_variable() -> None:
+    """The function's CLIPSEARCH_RESULT_RETENTION_DAYS (what expires_at promises) is set from
+    the variable that deletes result JSON, and its default is that variable's default."""
+    env = config()["locals"]["retention_env"]
+    assert env == {"CLIPSEARCH_RESULT_RETENTION_DAYS": "${tostring(var.result_retention_days)}"}
+    setting = {s.env: s for s in SETTINGS}["CLIPSEARCH_RESULT_RETENTION_DAYS"]
+    assert setting.default is not None
+    assert int(setting.default) == config()["variable"]["result_retention_days"]["default"]
+
+
+_FROM_ONE_VARIABLE = re.compile(r"\$\{(?:tostring\()?var\.(\w+)\)?\}")
+_JOINED_VARIABLE = re.compile(r'\$\{join\(",", var\.(\w+)\)\}')
+
+
+def test_every_setting_wired_from_a_variable_has_that_variables_default() -> None:
+    """settings == Terraform: a deploy with default variables runs the code's defaults."""
+    env = {**config()["locals"]["function_env"], **config()["locals"]["retention_env"]}
+    defaults = {s.env: s.default for s in SETTINGS}
+    checked = 0
+    for name, expression in env.items():
+        plain = _FROM_ONE_VARIABLE.fullmatch(expression)
+        joined = _JOINED_VARIABLE.fullmatch(expression)
+        found = plain or joined
+        if found is None:
+            continue  # a resource's name or id, not a tunable
+        variable = config()["variable"][found.group(1)]
+        value = variable["default"]
+        if joined is not None:
+            shown = ",".join(value)
+        elif isinstance(value, bool):
+            shown = str(value).lower()
+        elif isinstance(value, (int, float)):
+            assert float(value) == float(defaults[name] or "nan"), name
+            checked += 1
+            continue
+        else:
+            shown = str(value)
+        assert shown == defaults[name], name
+        checked += 1
+    assert checked >= 25
 
 
 def test_results_and_errors_topics_carry_the_avro_schema_as_json() -> None:

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
 
@@ -106,6 +107,105 @@ def test_result_store_streams_uploads_and_writes_json(storage_client):
     uri = store.write_json("r/1.json", b'{"a":1}')
     assert uri == f"gs://{results.name}/r/1.json"
     assert results.blob("r/1.json").download_as_bytes() == b'{"a":1}'
+
+
+class Clock:
+    """A settable wall clock for GcsResultStore (whole seconds: customTime keeps them exactly)."""
+
+    def __init__(self) -> None:
+        self.at = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.at
+
+
+def custom_time(bucket: storage.Bucket, name: str) -> datetime | None:
+    blob = bucket.get_blob(name)
+    assert blob is not None, name
+    return blob.custom_time
+
+
+def test_every_artifact_is_written_with_its_custom_time(storage_client, tmp_path):
+    """The lifecycle rule counts from customTime (days_since_custom_time): each way an
+    artifact is made sets it, or the artifact would never be deleted."""
+    source = fresh_bucket(storage_client, "mavi")
+    results = fresh_bucket(storage_client, "results")
+    source.blob("V1.mp4").upload_from_string(b"v" * 3000, content_type="video/mp4")
+    clock = Clock()
+    store = GcsResultStore(storage_client, results.name, now=clock)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"c" * 1000)
+    store.upload_file("clips/a.mp4", clip, "video/mp4", {"clipsearch-start": "1.0"}, "clip")
+    store.write_bytes("clips/a.jpg", b"jpeg", "image/jpeg")
+    store.write_bytes("index/a", b"sidecar", "application/octet-stream")
+    payload = bytes(range(256)) * 40_000  # more than one upload chunk: a resumable upload
+    store.upload_stream("videos/s.mp4", io.BytesIO(payload), len(payload), "video/mp4", "gs://m/s")
+    store.copy_from_gcs(SourceVideo(source.name, "V1.mp4"), "videos/V1.mp4", 10**9)
+    for name in ("clips/a.mp4", "clips/a.jpg", "index/a", "videos/s.mp4", "videos/V1.mp4"):
+        assert custom_time(results, name) == clock.at, name
+    # fake-gcs-server drops customTime from a rewrite's body (the server-side copy above), so
+    # the store patched it in afterwards; result JSON keeps none (its rule counts from creation).
+    store.write_json("results/r.json", b"{}")
+    assert custom_time(results, "results/r.json") is None
+
+
+def test_reuse_moves_custom_time_forward_with_the_clips_poster(storage_client, tmp_path):
+    """A result written on day 29 names artifacts that then live on from day 29."""
+    results = fresh_bucket(storage_client, "results")
+    clock = Clock()
+    made = clock.at
+    store = GcsResultStore(storage_client, results.name, now=clock)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"c" * 1000)
+    poster_uri = f"gs://{results.name}/clips/a.jpg"
+    store.write_bytes("clips/a.jpg", b"jpeg", "image/jpeg")
+    meta = {"clipsearch-start": "1.0", "clipsearch-end": "2.0", "clipsearch-poster": poster_uri}
+    store.upload_file("clips/a.mp4", clip, "video/mp4", meta, "clip")
+    store.upload_stream("videos/v.mp4", io.BytesIO(b"v" * 10), 10, "video/mp4", "gs://m/v")
+    store.write_bytes("index/v", b"sidecar", "application/octet-stream")
+    names = ("clips/a.mp4", "clips/a.jpg", "videos/v.mp4", "index/v")
+
+    def reuse_all() -> None:
+        artifact = store.find_artifact("clips/a.mp4", "clip")
+        assert artifact is not None
+        assert (artifact.reused, artifact.start_time, artifact.poster_uri) == (
+            True,
+            1.0,
+            poster_uri,
+        )
+        assert store.find_copy("videos/v.mp4", "gs://m/v") is not None
+        assert store.read_bytes("index/v") == b"sidecar"
+
+    clock.at = made + timedelta(minutes=30)  # within REFRESH_AFTER: no write
+    reuse_all()
+    assert [custom_time(results, n) for n in names] == [made] * 4
+    clock.at = made + timedelta(days=29)
+    reuse_all()
+    assert [custom_time(results, n) for n in names] == [clock.at] * 4
+    # The patch touched customTime only: what the clip really holds is still reported.
+    assert results.get_blob("clips/a.mp4").metadata == meta
+    # A copy of another source is not this query's artifact: not found, not refreshed.
+    clock.at = made + timedelta(days=40)
+    assert store.find_copy("videos/v.mp4", "gs://m/other") is None
+    assert custom_time(results, "videos/v.mp4") == made + timedelta(days=29)
+    assert store.read_bytes("index/missing") is None
+    assert store.find_artifact("clips/missing.mp4", "clip") is None
+
+
+def test_a_reused_clip_whose_poster_is_gone_is_still_reused(storage_client, tmp_path):
+    results = fresh_bucket(storage_client, "results")
+    clock = Clock()
+    store = GcsResultStore(storage_client, results.name, now=clock)
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"c" * 100)
+    meta = {"clipsearch-poster": f"gs://{results.name}/clips/gone.jpg"}
+    store.upload_file("clips/b.mp4", clip, "video/mp4", meta, "clip")
+    clock.at += timedelta(days=3)
+    artifact = store.find_artifact("clips/b.mp4", "clip")
+    assert artifact is not None
+    assert artifact.reused
+    assert custom_time(results, "clips/b.mp4") == clock.at
+    assert results.get_blob("clips/gone.jpg") is None  # the refresh did not create it
 
 
 # -- Pub/Sub -------------------------------------------------------------------------------

@@ -245,11 +245,17 @@ class ClipSearchService:
                 self._timings(started, stages),
                 uri,
                 self._wall_clock(),
+                retention_days=self.settings.result_retention_days,
             )
             return message, self.settings.errors_topic
         _, uri = self._result_uri(obj)
         message = messages.success_message(
-            query, clips, self._timings(started, stages), uri, self._wall_clock()
+            query,
+            clips,
+            self._timings(started, stages),
+            uri,
+            self._wall_clock(),
+            retention_days=self.settings.result_retention_days,
         )
         return message, self.settings.results_topic
 
@@ -273,7 +279,14 @@ class ClipSearchService:
             query = self._validate(obj)
         _, uri = self._result_uri(obj)
         return messages.error_message(
-            obj, query, reason, text, self._timings(started, stages), uri, self._wall_clock()
+            obj,
+            query,
+            reason,
+            text,
+            self._timings(started, stages),
+            uri,
+            self._wall_clock(),
+            retention_days=self.settings.result_retention_days,
         )
 
     def _retry_later(self, attempt: Attempt, why: str, log: ContextLogger) -> None:

@@ -84,6 +84,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
     Setting("CLIPSEARCH_MAX_METADATA_CHARS", "2000", "Cap on each metadata value's length."),
     Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "Python log level name."),
+    Setting(
+        "CLIPSEARCH_RESULT_RETENTION_DAYS",
+        "30",
+        "Days the results bucket keeps a result (Terraform's result_retention_days): the"
+        " outcome's expires_at is produced_at plus this.",
+    ),
 )
 
 
@@ -126,6 +132,7 @@ class Settings:
     max_image_bytes: int
     max_metadata_chars: int
     log_level: str
+    result_retention_days: int
 
     def __repr__(self) -> str:  # the key must never reach a log line through a repr
         shown = ", ".join(
@@ -212,6 +219,7 @@ class Settings:
             max_image_bytes=max_image,
             max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
             log_level=get("CLIPSEARCH_LOG_LEVEL").upper(),
+            result_retention_days=int(number("CLIPSEARCH_RESULT_RETENTION_DAYS", int, 1)),
         )
         if settings.clip_fallback is FetchMode.CLIP:
             raise ConfigError("CLIPSEARCH_CLIP_FALLBACK must be copy or none")

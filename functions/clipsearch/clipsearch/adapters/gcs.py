@@ -7,10 +7,12 @@ and such failures never count towards ending a query as `internal_error`.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, ParamSpec, TypeVar
 
@@ -33,6 +35,14 @@ SOURCE_KEY = "clipsearch-source"  # custom metadata on a copy: where it came fro
 # Custom metadata on a clip: what it really holds, so a reused clip reports the same.
 CLIP_KEYS = ("clipsearch-start", "clipsearch-end", "clipsearch-snapped", "clipsearch-poster")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # memory held while streaming a download into GCS
+# An artifact's customTime is when a query last made or reused it: the results bucket deletes
+# artifacts clip_retention_days (+1 day of margin) after it (infra/storage.tf). A reuse moves it
+# forward only when it is older than this, which saves a metadata write per reuse in a burst
+# (Cloud Storage allows about one write per second to one object) and stays far inside the
+# rule's one-day margin.
+REFRESH_AFTER = timedelta(hours=1)
+# A refresh retries briefly: a 429 there means another instance is writing the same object.
+REFRESH: dict[str, Any] = {"retry": DEFAULT_RETRY.with_timeout(5.0), "timeout": (5.0, 10.0)}
 
 
 P = ParamSpec("P")
@@ -121,11 +131,40 @@ class GcsImageReader:
             return b""  # a zero-byte object has no range to give
 
 
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 class GcsResultStore:
-    def __init__(self, client: storage.Client, bucket: str) -> None:
+    def __init__(
+        self, client: storage.Client, bucket: str, now: Callable[[], datetime] = _utc_now
+    ) -> None:
         self._client = client
         self.bucket = bucket
         self._bucket = client.bucket(bucket)
+        self._now = now
+
+    def _stamp(self, blob: storage.Blob) -> storage.Blob:
+        """Set a new artifact's customTime (sent with its upload): its lifetime starts now."""
+        blob.custom_time = self._now()
+        return blob
+
+    def _refresh(self, blob: storage.Blob) -> bool:
+        """A reused artifact lives on from now: move its customTime forward (one metadata
+        patch), unless it moved less than REFRESH_AFTER ago. True when it patched."""
+        now = self._now()
+        current = blob.custom_time
+        if current is not None and current >= now - REFRESH_AFTER:
+            return False
+        self._patch_custom_time(blob, now)
+        return True
+
+    def _patch_custom_time(self, blob: storage.Blob, when: datetime) -> None:
+        blob.custom_time = when
+        # Gone (nothing to keep); or a concurrent reuse is writing it (429) or has moved it
+        # past `when` already (400: customTime never moves back). Either way it is kept.
+        with contextlib.suppress(gexc.NotFound, gexc.TooManyRequests, gexc.BadRequest):
+            blob.patch(**REFRESH)
 
     @_transient("write")
     def write_json(self, name: str, payload: bytes) -> str:
@@ -151,23 +190,40 @@ class GcsResultStore:
 
     @_transient("read")
     def read_bytes(self, name: str) -> bytes | None:
+        """A cached artifact (an MP4 index sidecar): reading it is reusing it, so it is kept."""
+        blob = self._bucket.get_blob(name, **BOUNDED)
+        if blob is None:
+            return None
         try:
-            return bytes(self._bucket.blob(name).download_as_bytes(**BOUNDED))
+            data = bytes(
+                self._bucket.blob(name, generation=blob.generation).download_as_bytes(**BOUNDED)
+            )
         except gexc.NotFound:
             return None
+        self._refresh(blob)
+        return data
 
     @_transient("write")
     def write_bytes(
         self, name: str, data: bytes, content_type: str, deadline: float | None = None
     ) -> None:
-        self._bucket.blob(name).upload_from_string(
+        self._stamp(self._bucket.blob(name)).upload_from_string(
             data, content_type=content_type, **bounded(deadline)
         )
 
     @_transient("read")
     def find_artifact(self, name: str, mode: str) -> Artifact | None:
+        """An earlier clip, kept alive with its poster: a result will point at both."""
         blob = self._bucket.get_blob(name, **BOUNDED)
-        return None if blob is None else self._artifact(blob, mode, reused=True)
+        if blob is None:
+            return None
+        artifact = self._artifact(blob, mode, reused=True)
+        if self._refresh(blob) and artifact.poster_uri:
+            # Written with the clip and refreshed with it: the same time, no read needed.
+            bucket, _, poster = artifact.poster_uri.removeprefix("gs://").partition("/")
+            if bucket == self.bucket and poster:
+                self._patch_custom_time(self._bucket.blob(poster), blob.custom_time)
+        return artifact
 
     @_transient("upload")
     def upload_file(
@@ -179,7 +235,7 @@ class GcsResultStore:
         mode: str,
         deadline: float | None = None,
     ) -> Artifact:
-        blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+        blob = self._stamp(self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES))
         blob.metadata = metadata
         blob.upload_from_filename(str(path), content_type=content_type, **bounded(deadline))
         return self._artifact(blob, mode, reused=False)
@@ -188,6 +244,7 @@ class GcsResultStore:
     def find_copy(self, name: str, source_id: str) -> Artifact | None:
         blob = self._bucket.get_blob(name, **BOUNDED)
         if blob is not None and (blob.metadata or {}).get(SOURCE_KEY) == source_id:
+            self._refresh(blob)
             return self._artifact(blob, "copy", reused=True)
         return None
 
@@ -205,13 +262,15 @@ class GcsResultStore:
         existing = self.find_copy(name, pinned)
         if existing is not None:
             return existing
-        dest = self._bucket.blob(name)
+        dest = self._stamp(self._bucket.blob(name))  # the rewrite sends it with the metadata
         dest.metadata = {SOURCE_KEY: pinned}
         pinned_src = self._client.bucket(source.bucket).blob(source.blob, generation=src.generation)
         token, _, _ = dest.rewrite(pinned_src, **BOUNDED)
         while token is not None:  # large objects take several rewrite calls
             token, _, _ = dest.rewrite(pinned_src, token=token, **BOUNDED)
         dest.reload(**BOUNDED)
+        if dest.custom_time is None:  # a server that drops it from the rewrite (fake-gcs-server)
+            self._patch_custom_time(dest, self._now())
         return self._artifact(dest, "copy", reused=False)
 
     @_transient("upload")
@@ -224,7 +283,7 @@ class GcsResultStore:
         source_id: str,
         deadline: float | None = None,
     ) -> Artifact:
-        blob = self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES)
+        blob = self._stamp(self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES))
         blob.metadata = {SOURCE_KEY: source_id}
         body: IO[bytes] = stream
         if deadline is not None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime, timedelta
 from typing import Any
 
 from clipsearch.core.validation import metadata_value
@@ -10,6 +12,7 @@ from clipsearch.errors import Reason
 from clipsearch.model import ClipResult, Query, QueryObject, Timings
 
 SCHEMA_VERSION = 1
+_FRACTION = re.compile(r"T[0-9:]+\.([0-9]+)")
 
 
 def _query_section(obj: QueryObject, query: Query | None) -> dict[str, Any]:
@@ -57,8 +60,32 @@ def _clip_section(clip: ClipResult) -> dict[str, Any]:
     }
 
 
+def expires_at(produced_at: str, retention_days: int | None) -> str | None:
+    """produced_at plus the results bucket's retention, written the way produced_at is.
+
+    Until then the stored result and every artifact it names are kept (docs/operations.md
+    "Retention"); None when no retention is known, i.e. no promise.
+    """
+    if retention_days is None:
+        return None
+    produced = datetime.fromisoformat(produced_at)
+    if produced.utcoffset() is None:
+        raise ValueError(f"produced_at needs a UTC offset, got {produced_at!r}")
+    fraction = _FRACTION.search(produced_at)
+    digits = len(fraction.group(1)) if fraction else 0
+    spec = "seconds" if not digits else "milliseconds" if digits <= 3 else "microseconds"
+    text = (produced + timedelta(days=retention_days)).isoformat(timespec=spec)
+    return text.removesuffix("+00:00") + "Z" if produced_at.endswith("Z") else text
+
+
 def success_message(
-    query: Query, clips: list[ClipResult], timings: Timings, result_uri: str, produced_at: str
+    query: Query,
+    clips: list[ClipResult],
+    timings: Timings,
+    result_uri: str,
+    produced_at: str,
+    *,
+    retention_days: int | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -69,6 +96,7 @@ def success_message(
         "result_uri": result_uri,
         "timings_ms": _timings(timings),
         "produced_at": produced_at,
+        "expires_at": expires_at(produced_at, retention_days),
     }
 
 
@@ -80,6 +108,8 @@ def error_message(
     timings: Timings,
     result_uri: str,
     produced_at: str,
+    *,
+    retention_days: int | None = None,
 ) -> dict[str, Any]:
     return {
         "schema_version": SCHEMA_VERSION,
@@ -90,6 +120,7 @@ def error_message(
         "result_uri": result_uri,
         "timings_ms": _timings(timings),
         "produced_at": produced_at,
+        "expires_at": expires_at(produced_at, retention_days),
     }
 
 
