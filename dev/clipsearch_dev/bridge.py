@@ -65,10 +65,17 @@ class TriggerBridge:
         self._future: Any = None
         self._lock = threading.Lock()
         self.deliveries: Counter[str] = Counter()  # HTTP status (or "error") -> count
+        self.attempts: Counter[str] = Counter()  # event subject ("objects/NAME") -> POSTs
+        self._in_flight: Counter[str] = Counter()
 
     def _count(self, key: str) -> None:
         with self._lock:
             self.deliveries[key] += 1
+
+    def in_flight(self) -> set[str]:
+        """Subjects ("objects/NAME") whose delivery is being POSTed right now."""
+        with self._lock:
+            return {subject for subject, n in self._in_flight.items() if n > 0}
 
     def _deliver(self, message: Any) -> None:
         event = cloud_event_from_notification(
@@ -78,15 +85,23 @@ class TriggerBridge:
             message.ack()
             return
         headers, body = to_binary(event)
+        subject = str(event["subject"])
+        with self._lock:
+            self.attempts[subject] += 1
+            self._in_flight[subject] += 1
         try:
             response = self._session.post(
                 self._url, headers=headers, data=body, timeout=self._timeout_s
             )
         except requests.RequestException as error:
             self._count("error")
-            log.warning("delivery of %s failed: %s; will redeliver", event["subject"], error)
+            # No answer (the function is down or died mid-request): expected in drills.
+            log.info("delivery of %s failed: %s; will redeliver", event["subject"], error)
             message.nack()
             return
+        finally:
+            with self._lock:
+                self._in_flight[subject] -= 1
         self._count(str(response.status_code))
         if 200 <= response.status_code < 300:
             message.ack()

@@ -22,6 +22,7 @@ class Received:
     attributes: dict[str, str]
     body: dict[str, Any]  # the message decoded to plain JSON
     wire: dict[str, Any]  # as published: Avro's JSON encoding (nullable values wrapped)
+    arrived_at: float = 0.0  # time.monotonic() when pulled: latency from this process's clock
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -75,6 +76,7 @@ class OutcomeCollector:
             if not response.received_messages:
                 continue
             batch = []
+            now = time.monotonic()
             for item in response.received_messages:
                 wire = json.loads(item.message.data)
                 batch.append(
@@ -84,6 +86,7 @@ class OutcomeCollector:
                         dict(item.message.attributes),
                         from_avro_json(wire),
                         wire,
+                        now,
                     )
                 )
             subscriber.acknowledge(

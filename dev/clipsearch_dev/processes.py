@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -47,14 +49,29 @@ class ManagedProcess:
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             start_new_session=True,
         )
-        try:
-            wait_for_port(self.port, self._startup_timeout_s, what=self.name)
-        except TimeoutError:
-            self.stop()
-            raise
-        if self._process.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self._process.returncode}")
-        return self
+        deadline = time.monotonic() + self._startup_timeout_s
+        while True:
+            code = self._process.poll()
+            if code is not None:  # died during start-up: say why at once, not after a timeout
+                self.stop()
+                raise RuntimeError(f"{self.name} exited with {code} at start-up{self._tail()}")
+            try:
+                wait_for_port(self.port, 0.5, what=self.name)
+                return self
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise TimeoutError(
+                        f"{self.name} did not open 127.0.0.1:{self.port}"
+                        f" in {self._startup_timeout_s}s{self._tail()}"
+                    ) from None
+
+    def _tail(self, lines: int = 15) -> str:
+        """The end of the process's log, for start-up errors."""
+        if self._log_path is None or not self._log_path.exists():
+            return ""
+        text = self._log_path.read_text(errors="replace").splitlines()[-lines:]
+        return "; log tail:\n" + "\n".join(text)
 
     def restart(self) -> ManagedProcess:
         """Stop and start again on the same port (outage drills: clients reconnect)."""
@@ -64,6 +81,18 @@ class ManagedProcess:
     @property
     def running(self) -> bool:
         return self._process is not None and self._process.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group at once, as a lost host or the OOM killer would:
+        no handler runs, no request is finished, no lease is released."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
 
     def stop(self, timeout_s: float = 10.0) -> None:
         process, self._process = self._process, None

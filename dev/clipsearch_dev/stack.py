@@ -6,6 +6,7 @@ Ctrl-C and on errors during start-up).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shlex
@@ -13,16 +14,21 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from google.api_core.exceptions import NotFound
 from google.cloud import pubsub_v1, storage
 
+from clipsearch.core.naming import record_prefix
 from clipsearch_dev.bridge import TriggerBridge
 from clipsearch_dev.net import free_port
 from clipsearch_dev.processes import ManagedProcess, gcs_emulator, pubsub_emulator
 from clipsearch_dev.standin import StandinServer
 
 REPO = Path(__file__).resolve().parents[2]
-FUNCTION_SOURCE = REPO / "functions" / "clipsearch" / "main.py"
+FUNCTION_ROOT = REPO / "functions" / "clipsearch"
+FUNCTION_SOURCE = FUNCTION_ROOT / "main.py"
+FAULTY_SOURCE = Path(__file__).resolve().parent / "faults.py"
 FUNCTION_TARGET = "on_object_finalized"
 LOCAL_API_KEY = "sk-mavi-local-devstack-key"  # a test key: recognisable in leak checks
 
@@ -56,6 +62,12 @@ class StackNames:
         return self.subscription("errors-reader")
 
 
+def _function_root() -> Path:
+    """CLIPSEARCH_DEV_FUNCTION_ROOT runs another copy of the deploy root (main.py and its
+    clipsearch/ package), e.g. an older commit's, for before/after measurements."""
+    return Path(os.environ.get("CLIPSEARCH_DEV_FUNCTION_ROOT") or FUNCTION_ROOT).resolve()
+
+
 @dataclass
 class StackOptions:
     search_rate_per_s: float = 1.0
@@ -64,6 +76,10 @@ class StackOptions:
     function_env: Mapping[str, str] = field(default_factory=dict)
     retry_min_backoff_s: int = 1
     retry_max_backoff_s: int = 30
+    # Test-only: load clipsearch_dev.faults, the real function plus bugs a query's name can
+    # ask for (poison drills); never the default.
+    inject_bugs: bool = False
+    function_root: Path = field(default_factory=_function_root)
     state_dir: Path = REPO / ".devstack"
 
 
@@ -131,19 +147,26 @@ class LocalStack:
             **self.options.function_env,
         }
         port = free_port()
+        root = self.options.function_root
+        source = FAULTY_SOURCE if self.options.inject_bugs else root / "main.py"
+        function_env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
+        if root != FUNCTION_ROOT.resolve():  # its clipsearch package, not the installed one
+            function_env["PYTHONPATH"] = os.pathsep.join(
+                p for p in (str(root), os.environ.get("PYTHONPATH", "")) if p
+            )
         self.function = ManagedProcess(
             "function",
             [
                 str(Path(sys.executable).parent / "functions-framework"),
                 f"--target={FUNCTION_TARGET}",
-                f"--source={FUNCTION_SOURCE}",
+                f"--source={source}",
                 "--signature-type=cloudevent",
                 "--host=127.0.0.1",
                 f"--port={port}",
             ],
             port,
-            env={**os.environ, **self.env, "PYTHONUNBUFFERED": "1"},
-            log_path=state / "function.log",
+            env=function_env,
+            log_path=self.function_log,
         ).start()
         self.function_url = f"http://127.0.0.1:{port}/"
         self.bridge = TriggerBridge(
@@ -161,6 +184,33 @@ class LocalStack:
             }
         )
         self.write_env_file(state / "env")
+
+    def kill_function(self) -> None:
+        """SIGKILL the function server (master and workers): an instance lost mid-request."""
+        assert self.function is not None
+        self.function.kill()
+
+    def start_function(self) -> None:
+        """Start the function server again on its port (after `kill_function`)."""
+        assert self.function is not None
+        self.function.start()
+
+    @property
+    def function_log(self) -> Path:
+        """The function server's log (JSON lines), kept across restarts."""
+        return self.options.state_dir / "function.log"
+
+    def read_record(self, bucket: str, name: str, generation: int | str) -> dict[str, Any] | None:
+        """A query's idempotency record as stored (plain JSON), or None before it is claimed."""
+        prefix = record_prefix(self.env.get("CLIPSEARCH_RESULTS_PREFIX", "clipsearch/"))
+        blob = self.storage.bucket(self.names.results_bucket).blob(
+            f"{prefix}{bucket}/{name}/{generation}.json"
+        )
+        try:
+            doc: dict[str, Any] = json.loads(blob.download_as_bytes())
+        except NotFound:
+            return None
+        return doc
 
     def restart_gcs(self) -> None:
         """Restart fake-gcs-server on its port (objects survive only with gcs_on_disk)."""

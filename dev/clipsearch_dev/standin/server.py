@@ -242,6 +242,8 @@ class Stats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._billed = 0
+        self._billed_by_file: dict[str, int] = {}
+        self._searching: dict[str, int] = {}
         self._requests: dict[str, int] = {}
         self._responses: dict[str, int] = {}
         self._download_bytes = 0
@@ -254,9 +256,22 @@ class Stats:
         with self._lock:
             self._responses[result] = self._responses.get(result, 0) + 1
 
-    def count_billed(self) -> None:
+    def count_billed(self, filename: str = "") -> None:
         with self._lock:
             self._billed += 1
+            self._billed_by_file[filename] = self._billed_by_file.get(filename, 0) + 1
+
+    def search_started(self, filename: str) -> None:
+        with self._lock:
+            self._searching[filename] = self._searching.get(filename, 0) + 1
+
+    def search_ended(self, filename: str) -> None:
+        with self._lock:
+            left = self._searching.get(filename, 0) - 1
+            if left > 0:
+                self._searching[filename] = left
+            else:
+                self._searching.pop(filename, None)
 
     def count_download_bytes(self, n: int) -> None:
         with self._lock:
@@ -266,6 +281,19 @@ class Stats:
     def billed_searches(self) -> int:
         with self._lock:
             return self._billed
+
+    @property
+    def billed_by_file(self) -> dict[str, int]:
+        """Billed searches per uploaded image file name (the query object's base name)."""
+        with self._lock:
+            return dict(self._billed_by_file)
+
+    @property
+    def searching(self) -> set[str]:
+        """File names of the searches being answered right now (latency and search included):
+        a caller that dies now has a search in flight."""
+        with self._lock:
+            return set(self._searching)
 
     @property
     def requests(self) -> dict[str, int]:
@@ -288,6 +316,8 @@ class Stats:
         with self._lock:
             return {
                 "billed_searches": self._billed,
+                "billed_by_file": dict(self._billed_by_file),
+                "searching": sorted(self._searching),
                 "requests": dict(self._requests),
                 "responses": dict(self._responses),
                 "download_bytes": self._download_bytes,
@@ -296,6 +326,8 @@ class Stats:
     def reset(self) -> None:
         with self._lock:
             self._billed = 0
+            self._billed_by_file.clear()
+            self._searching.clear()
             self._requests.clear()
             self._responses.clear()
             self._download_bytes = 0
@@ -383,6 +415,14 @@ def _client_gone() -> bool:
         return False
     except OSError:
         return True
+
+
+def _search_filename() -> str | None:
+    """The uploaded image's file name, to tell searches apart in the stats."""
+    if not request.mimetype.startswith("multipart/form-data"):
+        return None
+    upload = request.files.get("file")
+    return None if upload is None else (upload.filename or "")
 
 
 def _envelope(code: str, msg: str, data: Any = None, http: int = 200) -> Response:
@@ -588,10 +628,17 @@ class StandinServer:
             def wrap(handler: Callable[[], Response]) -> Callable[[], Response]:
                 def view() -> Response:
                     started = time.monotonic()
-                    resp = self._gate(name) or handler()
-                    late = g.pop("late_failure", None)
-                    if late is not None:
-                        resp = self._inject(late) or resp
+                    searching = _search_filename() if name == "search_clips_by_image" else None
+                    if searching is not None:
+                        self.stats.search_started(searching)
+                    try:
+                        resp = self._gate(name) or handler()
+                        late = g.pop("late_failure", None)
+                        if late is not None:
+                            resp = self._inject(late) or resp
+                    finally:
+                        if searching is not None:
+                            self.stats.search_ended(searching)
                     log.info(
                         "%s -> %s in %.3fs",
                         name,
@@ -724,7 +771,7 @@ class StandinServer:
         if not k.charge_credit():
             return _envelope("0402", MSG_NO_CREDITS)
         clips = search(video.index, query, top_k=k.top_k, clip_seconds=k.clip_seconds)
-        self.stats.count_billed()
+        self.stats.count_billed(upload.filename or "")
         hits: list[dict[str, Any]] = []
         for c in clips:
             hit: dict[str, Any] = {
