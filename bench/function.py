@@ -19,21 +19,23 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import requests
 from cloudevents.conversion import to_binary
 from cloudevents.http import CloudEvent
-from google.cloud import pubsub_v1
+from google.cloud import pubsub_v1, storage
 from PIL import Image
 
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.bootstrap import build_fetcher
+from clipsearch.bootstrap import build_fetcher, build_service
 from clipsearch.idempotency import Idempotency
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
@@ -46,13 +48,20 @@ from clipsearch_dev.stack import FUNCTION_SOURCE, FUNCTION_TARGET, LocalStack, S
 
 OUT = Path(__file__).parent / "out"
 # Queries for the in-process measurements go to a bucket with no trigger, so the stack's own
-# function doesn't handle them too (and compete for the stand-in's 1 search/s).
+# function doesn't handle them too (and compete for the stand-in's 1 search/s); the services
+# measured here are configured with it as their query bucket (others' events are skipped).
 UNTRIGGERED = "clipsearch-bench-queries"
 VIDEO_NO = "VI-BENCH-0001"
 
 
 class TimedPort:
-    """Forwards every call to the wrapped adapter and adds its duration to a shared total."""
+    """Forwards every call to the wrapped adapter and adds its duration to a shared total.
+
+    Only the outermost timed call counts: a call made from inside another (the search's
+    before-send hook writes the idempotency record) is already inside the outer one's time.
+    """
+
+    _depth = 0  # timed calls in progress (the benchmark's events run on one thread)
 
     def __init__(self, inner: Any, waits: list[float]) -> None:
         self._inner = inner
@@ -64,11 +73,15 @@ class TimedPort:
             return attr
 
         def timed(*args: Any, **kwargs: Any) -> Any:
+            if TimedPort._depth:
+                return attr(*args, **kwargs)
+            TimedPort._depth += 1
             started = time.perf_counter()
             try:
                 return attr(*args, **kwargs)
             finally:
                 self._waits.append(time.perf_counter() - started)
+                TimedPort._depth -= 1
 
         return timed
 
@@ -91,8 +104,27 @@ def image_of_size(target: int, t: float, video: Path) -> tuple[str, bytes]:
     return "png", data
 
 
+def upload_query(
+    stack: LocalStack, name: str, data: bytes, content_type: str = "image/jpeg"
+) -> dict[str, Any]:
+    """Store a query image in the untriggered bucket; its event payload (a finalized object)."""
+    blob = stack.storage.bucket(UNTRIGGERED).blob(name)
+    blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
+    blob.upload_from_string(data, content_type=content_type)
+    return {
+        "bucket": UNTRIGGERED,
+        "name": name,
+        "generation": str(blob.generation),
+        "size": str(len(data)),
+        "contentType": content_type,
+        "metadata": blob.metadata,
+    }
+
+
 def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
-    settings = Settings.from_env({**stack.env, "CLIPSEARCH_LOG_LEVEL": "WARNING"})
+    settings = Settings.from_env(
+        {**stack.env, "CLIPSEARCH_LOG_LEVEL": "WARNING", "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED}
+    )
     waits: list[float] = []
     logger = logging.getLogger("bench")
     api = TimedPort(
@@ -139,17 +171,7 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
             size = len(data)
             name = f"bench/{label.strip('~ ')}-{i}.{ext}"
             content_type = f"image/{'jpeg' if ext == 'jpg' else ext}"
-            blob = stack.storage.bucket(UNTRIGGERED).blob(name)
-            blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
-            blob.upload_from_string(data, content_type=content_type)
-            resource = {
-                "bucket": UNTRIGGERED,
-                "name": name,
-                "generation": str(blob.generation),
-                "size": str(size),
-                "contentType": content_type,
-                "metadata": blob.metadata,
-            }
+            resource = upload_query(stack, name, data, content_type)
             time.sleep(1.1)  # the stand-in allows 1 search/s: don't measure the rate limiter
             waits.clear()
             started, cpu_started = time.perf_counter(), time.thread_time()
@@ -181,57 +203,226 @@ def own_time(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
     return rows
 
 
-def cold_start(stack: LocalStack, video: Path, runs: int) -> list[float]:
-    data = query_image_bytes(video, 9.0)
-    blob = stack.storage.bucket(UNTRIGGERED).blob("bench/cold.jpg")
-    blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
-    blob.upload_from_string(data, content_type="image/jpeg")
-    resource = {
-        "bucket": UNTRIGGERED,
-        "name": "bench/cold.jpg",
-        "generation": str(blob.generation),
-        "size": str(len(data)),
-        "contentType": "image/jpeg",
-        "metadata": blob.metadata,
-    }
-    exe = str(Path(sys.executable).parent / "functions-framework")
-    seconds = []
-    for i in range(runs):
-        time.sleep(1.1)  # let the stand-in's 1/s token refill, so no 0429 wait is measured
-        port = free_port()
-        event = CloudEvent(
-            {
-                "id": f"cold-{i}",
-                "type": "google.cloud.storage.object.v1.finalized",
-                "source": "//storage.googleapis.com/projects/_/buckets/x",
-            },
-            resource,
-        )
-        headers, body = to_binary(event)
-        started = time.perf_counter()
-        process = ManagedProcess(
-            "function",
-            [
-                exe,
-                f"--target={FUNCTION_TARGET}",
-                f"--source={FUNCTION_SOURCE}",
-                "--signature-type=cloudevent",
-                "--host=127.0.0.1",
-                f"--port={port}",
-            ],
-            port,
-            env={**os.environ, **stack.env},
-        )
-        try:
-            process.start()
-            response = requests.post(
-                f"http://127.0.0.1:{port}/", headers=headers, data=body, timeout=60
+class CountingSession:
+    """Counts a storage client's HTTP requests as GCS bills them (operation class, bytes)."""
+
+    def __init__(self, client: storage.Client) -> None:
+        self.calls: list[tuple[str, int, int]] = []  # (kind, bytes down, bytes up)
+        session = client._http
+        self._request = session.request
+        session.request = self.request
+
+    @staticmethod
+    def kind(method: str, url: str) -> str:
+        path = urlsplit(url).path
+        query = urlsplit(url).query
+        if method == "GET":
+            if "alt=media" in query:
+                return "B download"
+            return "A list" if path.endswith("/o") else "B metadata"
+        if method == "POST":
+            if "/upload/" in path:
+                return "A insert"
+            return "A rewrite" if "/rewriteTo/" in path or "/copyTo/" in path else "A other"
+        if method in ("PATCH", "PUT"):
+            return f"A {method.lower()}"
+        return "free " + method.lower()
+
+    def request(self, method: str, url: str, *args: Any, **kwargs: Any) -> Any:
+        response = self._request(method, url, *args, **kwargs)
+        data = kwargs.get("data")
+        up = len(data) if isinstance(data, bytes | str) else 0
+        down = int(response.headers.get("content-length") or 0) if method == "GET" else 0
+        self.calls.append((self.kind(method, url), down, up))
+        return response
+
+    def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {"class_a": 0, "class_b": 0, "bytes_down": 0, "bytes_up": 0}
+        for kind, down, up in self.calls:
+            if kind.startswith("A "):
+                out["class_a"] += 1
+            elif kind.startswith("B "):
+                out["class_b"] += 1
+            out["bytes_down"] += down
+            out["bytes_up"] += up
+        for kind, _, _ in self.calls:
+            out[kind] = out.get(kind, 0) + 1
+        return out
+
+
+class CountingPublisher:
+    """Counts published messages and their billable bytes (data + attributes)."""
+
+    def __init__(self, inner: PubSubPublisher) -> None:
+        self._inner = inner
+        self.messages: list[int] = []
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        size = len(data) + sum(len(k) + len(v) for k, v in attributes.items())
+        self.messages.append(size)
+        return self._inner.publish(topic, data, attributes)
+
+
+def operations(stack: LocalStack, video: Path, hits: tuple[int, ...]) -> list[dict[str, Any]]:
+    """GCS operations, bytes, Pub/Sub messages and vendor searches per query, counted.
+
+    The real service (bootstrap.build_service) against the local stack, with its storage
+    client's HTTP requests counted and its publisher wrapped. For each N hits per query
+    (the stand-in's top_k): clip mode, first sight of the source (a new instance and a fresh
+    results prefix: no index sidecar, no clip to reuse); clip mode, the index in the
+    instance's memory (the next query on that instance, the first query's outputs deleted so
+    every clip is cut again); copy mode, first copy of the video; copy mode, the copy there.
+    """
+    assert stack.standin is not None
+    rows = []
+    token = uuid.uuid4().hex[:8]
+    for n in hits:
+        stack.standin.knobs.merge({"top_k": n})
+        for mode in ("clip", "copy"):
+            prefix = f"bench-ops-{token}-{n}-{mode}/"
+            env = {
+                **stack.env,
+                "CLIPSEARCH_LOG_LEVEL": "WARNING",
+                "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED,
+                "CLIPSEARCH_FETCH_MODE": mode,
+                "CLIPSEARCH_RESULTS_PREFIX": prefix,
+            }
+            client = storage.Client(project=stack.names.project)
+            counter = CountingSession(client)
+            publisher = CountingPublisher(PubSubPublisher(pubsub_v1.PublisherClient()))
+            service = build_service(
+                Settings.from_env(env),
+                storage_client=client,
+                publisher=publisher,
+                logger=logging.getLogger("bench"),
             )
-            seconds.append(time.perf_counter() - started)
-            assert response.status_code == 200, response.text
-        finally:
-            process.stop()
-    return seconds
+            states = (
+                ("first sight", "index in memory")
+                if mode == "clip"
+                else (
+                    "first copy",
+                    "copy present",
+                )
+            )
+            for i, state in enumerate(states):
+                data = query_image_bytes(video, 4.0 + 7.3 * i + n)
+                name = f"bench/ops-{token}-{n}-{mode}-{i}.jpg"
+                resource = upload_query(stack, name, data)
+                if mode == "clip" and i == 1:  # every clip cut again; the index stays in memory
+                    for old in stack.storage.list_blobs(stack.names.results_bucket, prefix=prefix):
+                        old.delete()
+                time.sleep(1.1)  # the stand-in's 1 search/s
+                counter.calls.clear()
+                publisher.messages.clear()
+                billed = stack.standin.stats.billed_searches
+                downloaded = stack.standin.stats.download_bytes
+                started = time.perf_counter()
+                outcome = service.handle_event(
+                    f"ops-{token}-{n}-{mode}-{i}",
+                    "google.cloud.storage.object.v1.finalized",
+                    resource,
+                )
+                wall = time.perf_counter() - started
+                assert outcome.status == "success", outcome.message
+                clips = (outcome.message or {}).get("clips", [])
+                rows.append(
+                    {
+                        "hits": n,
+                        "mode": mode,
+                        "state": state,
+                        "clips": len(clips),
+                        "fallbacks": sum(1 for c in clips if c.get("fallback_reason")),
+                        "event_ms": round(wall * 1000, 1),
+                        "searches": stack.standin.stats.billed_searches - billed,
+                        "api_download_bytes": stack.standin.stats.download_bytes - downloaded,
+                        "pubsub_messages": len(publisher.messages),
+                        "pubsub_bytes": sum(publisher.messages),
+                        **counter.totals(),
+                    }
+                )
+    stack.standin.knobs.merge({"top_k": 5})
+    return rows
+
+
+def cold_start(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
+    """Spawn of a functions-framework server → the query's first outcome, in clip mode.
+
+    Every run posts a new query object (its own frame, so its own hits) and gives the new
+    process a results prefix of its own: no run takes the duplicate path, finds an earlier
+    clip to reuse, or finds an index sidecar. Each run searches, opens the source cold, cuts
+    every hit and publishes; the clock stops when a subscriber receives the outcome.
+    """
+    collector = OutcomeCollector(
+        [stack.names.results_subscription, stack.names.errors_subscription]
+    ).start()
+    exe = str(Path(sys.executable).parent / "functions-framework")
+    token = uuid.uuid4().hex[:8]
+    rows = []
+    try:
+        for i in range(runs):
+            data = query_image_bytes(video, 3.0 + i * 9.7)
+            name = f"bench/cold-{token}-{i}.jpg"
+            resource = upload_query(stack, name, data)
+            key = (UNTRIGGERED, name, resource["generation"])
+            event = CloudEvent(
+                {
+                    "id": f"cold-{token}-{i}",
+                    "type": "google.cloud.storage.object.v1.finalized",
+                    "source": "//storage.googleapis.com/projects/_/buckets/x",
+                },
+                resource,
+            )
+            headers, body = to_binary(event)
+            env = {
+                **os.environ,
+                **stack.env,
+                "CLIPSEARCH_FETCH_MODE": "clip",
+                "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED,
+                "CLIPSEARCH_RESULTS_PREFIX": f"bench-cold-{token}-{i}/",
+            }
+            port = free_port()
+            time.sleep(1.1)  # let the stand-in's 1/s token refill, so no 0429 wait is measured
+            started = time.monotonic()
+            process = ManagedProcess(
+                "function",
+                [
+                    exe,
+                    f"--target={FUNCTION_TARGET}",
+                    f"--source={FUNCTION_SOURCE}",
+                    "--signature-type=cloudevent",
+                    "--host=127.0.0.1",
+                    f"--port={port}",
+                ],
+                port,
+                env=env,
+            )
+            try:
+                process.start()
+                listening = time.monotonic()
+                response = requests.post(
+                    f"http://127.0.0.1:{port}/", headers=headers, data=body, timeout=60
+                )
+                answered = time.monotonic()
+                assert response.status_code == 200, response.text
+                outcome = collector.wait_for([key], timeout_s=60)[key]
+            finally:
+                process.stop()
+            assert outcome.body["status"] == "success", outcome.body
+            clips = outcome.body["clips"]
+            cut = [c for c in clips if c["artifact"] and not c["fallback_reason"]]
+            assert cut, f"no clip cut in run {i}: {clips}"
+            rows.append(
+                {
+                    "listening_s": listening - started,
+                    "answered_s": answered - started,
+                    "outcome_s": outcome.arrived_at - started,
+                    "clips": len(clips),
+                    "clips_cut": len(cut),
+                }
+            )
+    finally:
+        collector.stop()
+    return rows
 
 
 def end_to_end(stack: LocalStack, video: Path, runs: int) -> list[float]:
@@ -265,6 +456,17 @@ def summary(values: list[float]) -> dict[str, float]:
     }
 
 
+def cold_start_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "listening": summary([r["listening_s"] for r in rows]),
+        "answered": summary([r["answered_s"] for r in rows]),
+        "outcome": summary([r["outcome_s"] for r in rows]),
+        "clips_cut": [r["clips_cut"] for r in rows],
+        "clips": [r["clips"] for r in rows],
+        "runs": rows,
+    }
+
+
 def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     with (
@@ -277,8 +479,9 @@ def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any
         stack.storage.create_bucket(UNTRIGGERED)
         report = {
             "own_time": own_time(stack, video, runs),
-            "cold_start": summary(cold_start(stack, video, cold_runs)),
+            "cold_start": cold_start_summary(cold_start(stack, video, cold_runs)),
             "end_to_end": summary(end_to_end(stack, video, e2e_runs)),
+            "operations": operations(stack, video, (1, 5, 10)),
         }
     (OUT / "function.json").write_text(json.dumps(report, indent=2))
     (OUT / "function.md").write_text(render(report))
@@ -302,11 +505,33 @@ def render(report: dict[str, Any]) -> str:
         f"median {s['median_ms']:.0f} ms, p90 {s['p90_ms']:.0f} ms, "
         f"min {s['min_ms']:.0f} ms, max {s['max_ms']:.0f} ms (n={s['n']:.0f})"
     )
+    cold = report["cold_start"]
     lines += [
         "",
-        f"- cold start (process start → first event answered): {fmt(report['cold_start'])}",
+        "- cold start in clip mode, a new query object and a new results prefix per run (no "
+        "duplicate, no reusable clip, no index sidecar): spawn → first outcome received by a "
+        f"subscriber: {fmt(cold['outcome'])}; spawn → port listening: {fmt(cold['listening'])}; "
+        f"spawn → event answered: {fmt(cold['answered'])}; clips cut per run: "
+        f"{', '.join(map(str, cold['clips_cut']))} of {', '.join(map(str, cold['clips']))}",
         f"- end to end on the local stack (upload → result received): {fmt(report['end_to_end'])}",
     ]
+    lines += [
+        "",
+        "Per query, counted (GCS requests of the function's storage client by billing class; "
+        "Pub/Sub bytes = data + attributes):",
+        "",
+        "| hits | mode | state | clips (fallbacks) | event ms | searches | GCS class A "
+        "| GCS class B | GCS bytes down | GCS bytes up | Pub/Sub msgs (bytes) "
+        "| API download bytes |",
+        "|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for r in report.get("operations", []):
+        lines.append(
+            f"| {r['hits']} | {r['mode']} | {r['state']} | {r['clips']} ({r['fallbacks']}) | "
+            f"{r['event_ms']:.0f} | {r['searches']} | {r['class_a']} | {r['class_b']} | "
+            f"{r['bytes_down']:,} | {r['bytes_up']:,} | {r['pubsub_messages']} "
+            f"({r['pubsub_bytes']:,}) | {r['api_download_bytes']:,} |"
+        )
     return "\n".join(lines) + "\n"
 
 

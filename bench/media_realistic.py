@@ -70,21 +70,25 @@ class _Scene:
         return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def make_piece(path: Path, seconds: float, *, seed: int = 7) -> None:
-    """Encode `seconds` of 720p30 H.264 + AAC stereo into a moov-at-end MP4."""
+def make_piece(path: Path, seconds: float, *, seed: int = 7, video_kbps: int = VIDEO_KBPS) -> None:
+    """Encode `seconds` of 720p30 H.264 + AAC stereo into a moov-at-end MP4.
+
+    `video_kbps` lower than the default keeps long concatenated sources small on disk: the
+    index (sample tables) depends on the sample count, not on the bitrate.
+    """
     scene = _Scene(seed)
     frames = round(seconds * FPS)
     with av.open(str(path), "w", format="mp4") as out:
         v = out.add_stream("libx264", rate=FPS)
         v.width, v.height, v.pix_fmt = WIDTH, HEIGHT, "yuv420p"
-        v.bit_rate = VIDEO_KBPS * 1000
+        v.bit_rate = video_kbps * 1000
         keyint = KEYINT_S * FPS
         v.codec_context.gop_size = keyint
         v.options = {
             "preset": "veryfast",
             "x264-params": (
-                f"keyint={keyint}:min-keyint={FPS}:bitrate={VIDEO_KBPS}"
-                f":vbv-maxrate={VIDEO_KBPS * 3 // 2}:vbv-bufsize={VIDEO_KBPS * 2}"
+                f"keyint={keyint}:min-keyint={FPS}:bitrate={video_kbps}"
+                f":vbv-maxrate={video_kbps * 3 // 2}:vbv-bufsize={video_kbps * 2}"
             ),
         }
         a = out.add_stream("aac", rate=AUDIO_RATE)
