@@ -140,6 +140,10 @@ class FakeResponse:
     def __enter__(self) -> FakeResponse:
         return self
 
+    def iter_content(self, chunk_size: int) -> Any:
+        for i in range(0, len(self.content), chunk_size):
+            yield self.content[i : i + chunk_size]
+
     def __exit__(self, *exc: object) -> None:
         pass
 
@@ -163,7 +167,9 @@ class FakeSession:
         self.responses = list(responses)
         self.sent: list[dict[str, str]] = []
 
-    def get(self, url: str, headers: dict[str, str], timeout: Any, stream: bool) -> FakeResponse:
+    def get(
+        self, url: str, headers: dict[str, str], timeout: Any, stream: bool, **kwargs: Any
+    ) -> FakeResponse:
         assert stream
         self.sent.append(headers)
         response = self.responses.pop(0)

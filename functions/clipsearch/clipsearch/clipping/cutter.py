@@ -3,16 +3,28 @@
 `ClipSource` opens a source once (index from the cache, or walked and fetched cold) and cuts
 any number of clips from it; `cut_clip` is the one-shot form. Each cut plans the byte spans
 the clip needs from the demuxer's index entries, fetches them in as few ranged requests as
-possible, then remuxes with PyAV into a faststart MP4 written through a temp file.
+possible, remuxes with PyAV into a faststart MP4 written through a temp file, and reads the
+written clip back (`_self_check`) before it is kept.
+
+The source is untrusted: every outcome is a ClipInfo or a ClipUnavailable with a reason.
+Parsers bound what they read (boxes.py), reads have a deadline and a byte budget
+(reader.py), and any other exception is turned into ClipUnavailable with no local path in it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import functools
+import itertools
 import math
 import os
+import re
+import statistics
 import tempfile
 import time
+import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -21,9 +33,25 @@ from typing import Any
 
 import av
 
-from clipsearch.clipping.boxes import Layout, parse_sidx, parse_tfra, walk
+from clipsearch.clipping import boxes
+from clipsearch.clipping.boxes import (
+    Layout,
+    check_chain,
+    first_sample,
+    first_sample_times,
+    has_fragments,
+    mfra_is_sound,
+    parse_sidx,
+    parse_tfra,
+    random_access_nal,
+    separate_moofs,
+    video_sample_entry,
+    video_track_id,
+    vpcc_pixel_format,
+    walk,
+)
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
-from clipsearch.clipping.index import IndexCache, SourceIndex
+from clipsearch.clipping.index import Box, IndexCache, SourceIndex
 from clipsearch.clipping.reader import SparseFile
 from clipsearch.clipping.sources import RangeSource
 
@@ -32,23 +60,39 @@ DEFAULT_MAX_PREROLL_S = 60.0  # keyframe snapping may start the clip at most thi
 DEFAULT_MAX_INDEX_BYTES = 64 * 1024 * 1024
 REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering)
 AUDIO_MARGIN_S = 0.5
-# After a seek the demuxer replays its read order up to the keyframe, and that order takes
-# samples within 1 s of decode time by file position. So the audio it reads next is what is
-# stored after the keyframe (up to 1 s older: files whose audio lags in the file), not what
-# is stored before it: only that is planned.
-DEMUX_WINDOW_S = 1.0
+# Indexed (moov) files seek each stream on its own: the audio restarts at its sample at or
+# before the keyframe's decode time, wherever it is stored. (Replaying the read order up to
+# the keyframe instead, as fragmented files must, skipped the audio an interleaved file
+# stores just before the keyframe: clips whose audio started up to 0.46 s late.)
 # Audio is read until it passes the clip's last video frame, which B-frame reordering puts
 # a few frames past `end`.
 AUDIO_TAIL_FRAMES = 4
 MERGE_GAP_MIN = 64 * 1024  # spans closer than this (or MERGE_GAP_SHARE of the clip) share
 MERGE_GAP_SHARE = 0.05  # one request: reading a small gap is cheaper than another round trip
 FRAGMENT_PEEK = 64 * 1024  # the next fragment's moof, to see the first packet past `end`
+# Read budgets: what a cut may fetch beyond its plan, and what a fragmented plan may span
+# relative to the clip's share of the file, before it is refused instead of read.
+CUT_SLACK_BYTES = 16 * 1024 * 1024
+OPEN_SLACK_BYTES = 12 * 1024 * 1024
+FRAGMENT_PLAN_MIN = 16 * 1024 * 1024
+FRAGMENT_PLAN_FACTOR = 8
+FFMPEG_MAX_ALLOC = 96 * 1024 * 1024
+MAX_PACKETS = 200_000  # per cut: 600 s of 120 fps video plus audio, with room
+SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
+MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a bad seek
+MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
+MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
 _EPS = 1e-6
+_PATH = re.compile(r"'?/[^\s']+'?")
 
 
 @dataclass(frozen=True)
 class ClipInfo:
-    """What was cut: requested and real times (source timeline, seconds) and what it cost."""
+    """What was cut: requested and real times (source timeline, seconds) and what it cost.
+
+    `dropped_tracks` names the source tracks the clip does not carry (e.g. a second audio
+    track: "audio#2 (opus, eng)"), so the caller can say so in the clip's notes.
+    """
 
     path: Path
     requested_start: float
@@ -64,20 +108,56 @@ class ClipInfo:
     video_codec: str
     codec_tag: str
     has_audio: bool
+    dropped_tracks: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
 
 
-def _container_options() -> dict[str, str]:
-    # Fragmented files: seek with the mfra's times instead of walking every fragment, and
-    # seek the other streams to the chosen video sample (else audio's own fragment lookup
-    # can move the read position one fragment earlier). The smallest probe: one packet, whose
-    # bytes we blank (see `SparseFile.serving_blanks`); the sample description has the rest.
-    return {
-        "use_mfra_for": "pts",
-        "seek_streams_individually": "0",
-        "probesize": "32",
-        "analyzeduration": "0",
-    }
+def _clean(message: str) -> str:
+    """A message fit for a fallback reason: no local paths, one line, bounded."""
+    return _PATH.sub("<file>", " ".join(str(message).split()))[:300]
+
+
+def _unavailable(error: Exception, stage: str) -> ClipUnavailable:
+    """Any exception from the engine as a ClipUnavailable with a reason (never transient)."""
+    if isinstance(error, ClipUnavailable):
+        return error
+    frames = traceback.extract_tb(error.__traceback__)
+    where = f" in {Path(frames[-1].filename).stem}.{frames[-1].name}" if frames else ""
+    text = _clean(f"{type(error).__name__}{where} while {stage}: {error}")
+    if isinstance(error, av.codec.codec.UnknownCodecError):
+        return ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, text)
+    if isinstance(error, av.FFmpegError):
+        if stage == "opening":
+            return ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, text)
+        return ClipUnavailable(ClipReason.MALFORMED_SOURCE, text)
+    return ClipUnavailable(ClipReason.ENGINE_ERROR, text)
+
+
+@contextlib.contextmanager
+def _as_clip_errors(stage: str) -> Iterator[None]:
+    try:
+        yield
+    except ClipUnavailable as error:
+        error.message = _clean(error.message)
+        error.args = (f"{error.reason}: {error.message}",)
+        raise
+    except Exception as error:  # the catch-all: a hostile file must not escape as a crash
+        raise _unavailable(error, stage) from None
+
+
+def _container_options(use_mfra: str, fragmented: bool) -> dict[str, str]:
+    # Fragmented files: seek with the mfra's times instead of walking every fragment (only
+    # for an mfra that passed `mfra_is_sound`), and seek the other streams to the chosen video
+    # sample (else audio's own fragment lookup can move the read position one fragment
+    # earlier); `use_mfra` says how to read the tfra times (`ClipSource._tfra_times`).
+    # Indexed files seek every stream on its own (see above). The smallest probe: one
+    # packet, whose bytes we blank (see `SparseFile.serving_blanks`); the sample description
+    # has the rest.
+    individually = "0" if fragmented else "1"
+    options = {"seek_streams_individually": individually, "probesize": "32", "analyzeduration": "0"}
+    if use_mfra:
+        options["use_mfra_for"] = use_mfra
+    return options
 
 
 def _media_payloads(layout: Layout) -> tuple[tuple[int, int], ...]:
@@ -90,11 +170,30 @@ def _media_payloads(layout: Layout) -> tuple[tuple[int, int], ...]:
     return tuple((b.offset + 16, b.end) for b in layout.boxes if b.kind == "mdat")
 
 
-def _av_open(f: SparseFile, blanks: tuple[tuple[int, int], ...]) -> Any:
+@functools.cache
+def _cap_ffmpeg_allocations() -> bool:
+    """Make FFmpeg refuse any single allocation over FFMPEG_MAX_ALLOC (av_max_alloc).
+
+    A backstop behind our own bounds checks: a count FFmpeg trusts then fails its malloc
+    (an error we turn into a fallback) instead of growing the process by gigabytes. The
+    limit is process-wide and far above what a 10 h source's index needs (~26 MB).
+    """
+    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    for lib in sorted(libs.glob("libavutil-*.so*")):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(str(lib)).av_max_alloc(ctypes.c_size_t(FFMPEG_MAX_ALLOC))
+            return True
+    return False
+
+
+def _av_open(
+    f: SparseFile, blanks: tuple[tuple[int, int], ...], use_mfra: str, fragmented: bool
+) -> Any:
     """Open the demuxer; its probe reads inside `blanks` are answered with zeros."""
     try:
         with f.serving_blanks(blanks):
-            return av.open(f, "r", format="mp4", container_options=_container_options())
+            options = _container_options(use_mfra, fragmented)
+            return av.open(f, "r", format="mp4", container_options=options)
     except ClipUnavailable:
         raise
     except (av.FFmpegError, ValueError, OSError) as error:
@@ -112,12 +211,33 @@ class ClipSource:
         *,
         index_cache: IndexCache | None = None,
         max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
+        deadline: float | None = None,
     ) -> None:
+        _cap_ffmpeg_allocations()
         self.source = source
         self._cache = index_cache
         self._key = source.cache_key
+        self._deadline = deadline
+        self._container: Any = None
+        self._file = SparseFile(source, size=source.size)
+        self._checked_moofs: set[int] = set()
+        self._use_mfra = ""  # "", or how FFmpeg should read the tfra times: "dts" | "pts"
+        try:
+            with _as_clip_errors("opening"):
+                self._open(max_index_bytes)
+        except BaseException:
+            self.close()
+            raise
+        finally:
+            self._file.deadline = None
+            self._file.budget = None
+
+    def _open(self, max_index_bytes: int) -> None:
+        source, index_cache = self.source, self._cache
         requests0, bytes0 = source.requests, source.bytes_read
         started = time.perf_counter()
+        self._file.deadline = self._deadline
+        self._file.check_deadline()
         cached = index_cache.get(self._key) if index_cache is not None and self._key else None
         if cached is not None and source.size is not None and cached.size != source.size:
             index_cache.discard(self._key)  # type: ignore[union-attr,arg-type]
@@ -126,17 +246,21 @@ class ClipSource:
         if cached is not None:
             self.index = cached
             self._file = SparseFile(source, size=cached.size, regions=cached.spans)
+            self._file.deadline = self._deadline
             self._layout = Layout(cached.layout, cached.boxes)
-            self._container = _av_open(self._file, _media_payloads(self._layout))
         else:
-            self._file = SparseFile(source, size=source.size)
+            self._file.budget = max_index_bytes + OPEN_SLACK_BYTES
             self._layout = walk(self._file, max_index_bytes=max_index_bytes)
-            self._container = _av_open(self._file, _media_payloads(self._layout))
+        self._guard_fragments()
+        self._file.budget = max_index_bytes + OPEN_SLACK_BYTES
+        self._container = _av_open(
+            self._file, _media_payloads(self._layout), self._use_mfra, self._fragmented
+        )
+        if cached is None:
             self.index = SourceIndex(
                 self._file.size, self._layout.kind, self._layout.boxes, self._file.regions
             )
             if self.index.nbytes > max_index_bytes + 2 * 1024 * 1024:
-                self.close()
                 raise ClipUnavailable(
                     ClipReason.INDEX_TOO_LARGE, f"index spans are {self.index.nbytes} bytes"
                 )
@@ -146,14 +270,108 @@ class ClipSource:
         self._pending = (source.requests - requests0, source.bytes_read - bytes0)
         self._take_streams()
 
+    def _guard_fragments(self) -> None:
+        """Fragmented: check the mfra before FFmpeg trusts it, and every moof it will parse.
+
+        A moov that holds the first samples and announces fragments (`frag_keyframe` without
+        `empty_moov`) is opened as an indexed file, FFmpeg walking its fragments from the
+        first mdat on: each moof it reaches is checked the same way.
+        """
+        if self._layout.kind != "fragmented":
+            moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+            mdat = next((b for b in self._layout.boxes if b.kind == "mdat"), None)
+            if moov and mdat and has_fragments(self._file.peek(moov.offset, moov.size)):
+                self._checked_moofs.add(mdat.offset)  # an anchor for the chain
+                check_chain(self._file, mdat.offset, self._file.size, self._checked_moofs)
+                self._file.on_demand = self._check_fragments
+            return
+        mfra = next((b for b in self._layout.boxes if b.kind == "mfra"), None)
+        if mfra is not None and not mfra_is_sound(self._file.peek(mfra.offset, mfra.size)):
+            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "mfra fails its bounds check")
+        moof = next(b for b in self._layout.boxes if b.kind == "moof")
+        check_chain(self._file, moof.offset, self._file.size, self._checked_moofs)
+        if mfra is not None:
+            self._use_mfra = self._tfra_times(mfra, moof)
+        moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+        if moov is not None and separate_moofs(
+            self._file.peek(moov.offset, moov.size), self._file.peek(moof.offset, moof.size)
+        ):
+            # A moof per track: FFmpeg's mfra seek does not load the target fragment (it lands
+            # on a keyframe it read at the open, then jumps). It seeks right once it has walked
+            # every fragment, which only a small file affords.
+            if self._file.size > boxes.SMALL_FILE_BYTES:
+                raise ClipUnavailable(
+                    ClipReason.UNSUPPORTED_CONTAINER,
+                    "fragmented with a moof per track: the demuxer cannot seek in it unread",
+                )
+            self._file.ensure(0, self._file.size)
+            self._use_mfra = ""
+        self._file.on_demand = self._check_fragments
+
+    def _tfra_times(self, mfra: Box, moof: Box) -> str:
+        """Whether this muxer's tfra times are decode ("dts") or presentation ("pts") times.
+
+        FFmpeg takes a seeked fragment's first timestamp from the tfra, as the kind it is
+        told; told wrong, every clip's times shift by the B-frame delay (FFmpeg 5.1's CMAF
+        writes decode times, FFmpeg 8 presentation times). The first fragment tells which.
+        """
+        moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+        track = video_track_id(self._file.peek(moov.offset, moov.size)) if moov else None
+        if track is None:
+            return "dts"
+        points = parse_tfra(self._file.peek(mfra.offset, mfra.size)).get(track) or []
+        tfra_time = next((p.time for p in points if p.moof_offset == moof.offset), None)
+        times = first_sample_times(self._file.peek(moof.offset, moof.size), track)
+        if tfra_time is None or times is None:
+            return "dts"
+        decode_time, offset = times
+        return "pts" if offset and tfra_time == decode_time + offset else "dts"
+
+    def _check_fragments(self, start: int, end: int) -> None:
+        """On a read the plan did not foresee: check the moofs from the nearest known box."""
+        known = [o for o in self._checked_moofs if o <= start]
+        if known:
+            check_chain(self._file, max(known), end, self._checked_moofs)
+
     def _take_streams(self) -> None:
-        try:
-            self._video = self._container.streams.video[0]
-        except IndexError:
-            self.close()
-            raise ClipUnavailable(ClipReason.NO_VIDEO_STREAM, "the source has no video") from None
-        audio = self._container.streams.audio
-        self._audio = audio[0] if audio else None
+        streams = self._container.streams
+        if not streams.video:
+            raise ClipUnavailable(ClipReason.NO_VIDEO_STREAM, "the source has no video")
+        self._video = streams.video[0]
+        if self._video.codec_context is None:
+            raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, "the video has no codec here")
+        usable = [a for a in streams.audio if a.codec_context is not None and a.time_base]
+        self._audios = usable[:MAX_AUDIO_TRACKS]
+        self._audio = usable[0] if usable else None
+        self._dropped = tuple(
+            f"{st.type}#{st.index + 1} ({_codec_name(st)}"
+            + (f", {st.language}" if getattr(st, "language", None) else "")
+            + ")"
+            for st in streams
+            if st is not self._video and st not in self._audios and st.type in ("video", "audio")
+        )
+        if self._video.time_base is None or self._video.time_base <= 0:
+            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "video has no time base")
+        self._prepare_codec()
+
+    def _prepare_codec(self) -> None:
+        """What the muxer needs that a one-packet probe does not give: VP9's pixel format."""
+        self._pix_fmt: str | None = None
+        name = _codec_name(self._video)
+        if name not in ("vp9", "av1"):
+            return
+        moov = self.index.box("moov") if hasattr(self, "index") else None
+        moov = moov or next((b for b in self._layout.boxes if b.kind == "moov"), None)
+        if moov is None:
+            raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"{name} without a moov")
+        kind, children = video_sample_entry(self._file.peek(moov.offset, moov.size))
+        config = {"vp9": "vpcC", "av1": "av1C"}[name]
+        if config not in children:
+            raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"{name} ({kind}) without {config}")
+        if name == "vp9":
+            self._pix_fmt = vpcc_pixel_format(children[config])
+            if self._pix_fmt is None:
+                raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, "vp9 with an unknown vpcC")
 
     def _reopen_if_blanked(self, spans: list[tuple[int, int]]) -> None:
         """A clip reaching into what the open's probe saw as blanks gets a fresh demuxer.
@@ -168,8 +386,12 @@ class ClipSource:
         with contextlib.suppress(Exception):
             self._container.close()
         self._file.blanked_until = 0
-        self._container = _av_open(self._file, ())
+        self._container = _av_open(self._file, (), self._use_mfra, self._fragmented)
         self._take_streams()
+
+    @property
+    def _fragmented(self) -> bool:
+        return self._layout.kind == "fragmented"
 
     @property
     def layout(self) -> str:
@@ -188,8 +410,9 @@ class ClipSource:
         return math.inf
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self._container.close()
+        if self._container is not None:
+            with contextlib.suppress(Exception):
+                self._container.close()
         self._file.drop_except(())
 
     def __enter__(self) -> ClipSource:
@@ -234,28 +457,28 @@ class ClipSource:
                 last, last_dts = i - 1, int(entries[i - 1].timestamp)
                 break
         spans = [(e.pos, e.pos + e.size) for e in entries[k : last + 1]]
+        if any(e.pos < 0 or e.pos + e.size > self.index.size for e in entries[k : last + 1]):
+            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "video samples lie past the end")
         # Seek by the keyframe's presentation time: lands on it whether the demuxer
         # compares decode or presentation times.
         keyframe_pts = int(entries[k].timestamp) + delay
-        kf_time = float(keyframe_pts * tb)
         kf_dts_time = float(entries[k].timestamp * tb)
-        kf_pos = entries[k].pos
-        if self._audio is not None and self._audio.time_base is not None:
-            a = self._audio
+        for a in self._audios:
             atb = a.time_base
             aentries = a.index_entries
             if len(aentries):
                 a0 = aentries.search_timestamp(
-                    math.floor((kf_dts_time - DEMUX_WINDOW_S) / atb), backward=True, any_frame=True
+                    math.floor(kf_dts_time / atb), backward=True, any_frame=True
                 )
                 a1 = aentries.search_timestamp(
-                    math.ceil((end + self._audio_tail_s()) / atb), backward=True, any_frame=True
+                    math.ceil((end + self._audio_tail_s()) / atb),
+                    backward=True,
+                    any_frame=True,
                 )
-                shown = math.floor(kf_time / atb)
                 spans += [
-                    (e.pos, e.pos + e.size)
-                    for e in aentries[max(a0, 0) : a1 + 1]
-                    if e.pos > kf_pos or e.timestamp >= shown
+                    (e.pos, min(e.pos + e.size, self.index.size))
+                    for e in aentries[max(a0 - 1, 0) : a1 + 1]
+                    if 0 <= e.pos < self.index.size
                 ]
         return keyframe_pts, spans, last_dts
 
@@ -271,7 +494,7 @@ class ClipSource:
         if mfra is not None:
             tracks = parse_tfra(self._file.peek(mfra.offset, mfra.size))
             spans = []
-            for stream in (v, self._audio):
+            for stream in (v, *self._audios):
                 points = tracks.get(int(stream.id)) if stream is not None else None
                 if not points or stream is None or stream.time_base is None:
                     continue
@@ -297,6 +520,71 @@ class ClipSource:
                 hi = later[0].offset + FRAGMENT_PEEK if later else size
                 return [(lo, min(hi, size))]
         return []
+
+    def _keyframe_fragment(self, start: float, max_preroll_s: float) -> int:
+        """Where to seek in a fragmented source: the latest fragment whose first video sample
+        is a sync sample shown at or before `start` (tfra time), else `start` itself.
+
+        FFmpeg only knows the keyframes of fragments it has read: seeking to a fragment that
+        starts between keyframes (`frag_duration` cuts, separate moofs) landed on a keyframe
+        of the first fragment, 30 s early, and then jumped. Seeking to the keyframe's own
+        fragment lets it read on from there, in file order.
+        """
+        v = self._video
+        tb = v.time_base
+        s_ts = math.floor((start + _EPS) / tb)
+        mfra = self.index.box("mfra")
+        if mfra is None or not self._use_mfra:
+            return int(s_ts)
+        points = parse_tfra(self._file.peek(mfra.offset, mfra.size)).get(int(v.id)) or []
+        earliest = s_ts - max_preroll_s / tb
+        candidates = sorted((p for p in points if p.time <= s_ts), key=lambda p: p.time)
+        for checked, point in enumerate(reversed(candidates)):
+            if point.time < earliest or checked >= MAX_FRAGMENT_STEPS:
+                break
+            if not 0 < point.moof_offset < self.index.size:
+                continue
+            self._file.ensure(point.moof_offset, point.moof_offset + 16)
+            check_chain(self._file, point.moof_offset, point.moof_offset + 1, self._checked_moofs)
+            if point.moof_offset not in self._checked_moofs:
+                continue  # not a moof
+            header = self._file.peek(point.moof_offset, 8)
+            moof = self._file.peek(point.moof_offset, int.from_bytes(header[:4], "big"))
+            first = first_sample(moof, int(v.id))
+            if first is None or first[2] is False:
+                continue
+            shown = point.time + (first[1] if self._use_mfra == "dts" else 0)
+            if shown <= s_ts:
+                return int(point.time)
+        return int(s_ts)
+
+    def _cap_fragment_plan(self, spans: list[tuple[int, int]], start: float, end: float) -> None:
+        """Refuse a fragmented plan far larger than the clip's share of the file, unread."""
+        planned = sum(max(0, b - a) for a, b in spans)
+        duration = self._fragment_duration()
+        share = self.index.size * (end - start) / duration if duration > 0 else 0
+        cap = max(FRAGMENT_PLAN_MIN, FRAGMENT_PLAN_FACTOR * share)
+        if planned > cap:
+            raise ClipUnavailable(
+                ClipReason.INDEX_TOO_LARGE,
+                f"the fragment index leaves {planned} bytes to read for a "
+                f"{end - start:.1f}s clip (cap {int(cap)})",
+            )
+
+    def _fragment_duration(self) -> float:
+        """Seconds the fragment index spans (0 when unknown)."""
+        mfra = self.index.box("mfra")
+        v = self._video
+        if mfra is not None and v.time_base is not None:
+            points = parse_tfra(self._file.peek(mfra.offset, mfra.size)).get(int(v.id)) or []
+            if points:
+                return float(max(p.time for p in points) * v.time_base)
+        sidx = self.index.box("sidx")
+        if sidx is not None:
+            timescale, refs = parse_sidx(self._file.peek(sidx.offset, sidx.size), sidx.offset)
+            if refs and timescale:
+                return refs[-1].time / timescale
+        return 0.0
 
     def _fetch(self, spans: list[tuple[int, int]]) -> None:
         if not spans:
@@ -324,14 +612,32 @@ class ClipSource:
         exact: bool = False,
         max_clip_s: float = DEFAULT_MAX_CLIP_S,
         max_preroll_s: float = DEFAULT_MAX_PREROLL_S,
+        deadline: float | None = None,
     ) -> ClipInfo:
-        """Write [start, end] of the source to `out_path` (MP4, stream copy, faststart)."""
+        """Write [start, end] of the source to `out_path` (MP4, stream copy, faststart).
+
+        `deadline` (time.monotonic() seconds; default: the one given to the ClipSource) bounds
+        the cut: past it the cut stops with DEADLINE_EXCEEDED. Raises only ClipUnavailable.
+        """
         if not (math.isfinite(start) and math.isfinite(end)) or start < 0 or end <= start:
             raise ClipUnavailable(ClipReason.INVALID_RANGE, f"bad range [{start}, {end}]")
         if end - start > max_clip_s:
             raise ClipUnavailable(
                 ClipReason.CLIP_TOO_LONG, f"{end - start:.1f}s is over the {max_clip_s}s cap"
             )
+        self._file.deadline = deadline if deadline is not None else self._deadline
+        try:
+            with _as_clip_errors("cutting"):
+                return self._cut(start, end, Path(out_path), exact, max_preroll_s)
+        finally:
+            self._file.deadline = None
+            self._file.budget = None
+            self._file.drop_except(self.index.spans)
+
+    def _cut(
+        self, start: float, end: float, out_path: Path, exact: bool, max_preroll_s: float
+    ) -> ClipInfo:
+        self._file.check_deadline()
         duration = self.duration
         if start >= duration:
             raise ClipUnavailable(
@@ -341,24 +647,24 @@ class ClipSource:
         requests0, bytes0 = self.source.requests, self.source.bytes_read
         t0 = time.perf_counter()
         v = self._video
-        tb = v.time_base
         last_dts: int | None = None
         if self._layout.kind == "fragmented":
-            self._fetch(self._plan_fragmented(start, end))
-            seek_ts = math.floor(start / tb)
+            spans = self._plan_fragmented(start, end)
+            self._cap_fragment_plan(spans, start, end)
+            self._file.budget = sum(b - a for a, b in spans) + CUT_SLACK_BYTES
+            self._fetch(spans)
+            for lo, hi in spans:  # planned reads start at a moof (from tfra or sidx)
+                check_chain(self._file, lo, hi, self._checked_moofs)
+            seek_ts = self._keyframe_fragment(start, max_preroll_s)
         else:
             seek_ts, spans, last_dts = self._plan_moov(start, end)
+            self._file.budget = sum(b - a for a, b in spans) + CUT_SLACK_BYTES
             self._fetch(spans)
             self._reopen_if_blanked(spans)
             v = self._video
         t_fetch = time.perf_counter()
-        try:
-            packets = self._collect(seek_ts, start, end, max_preroll_s, last_dts)
-            info = self._write(packets, start, end, Path(out_path), exact)
-        except av.FFmpegError as error:
-            raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"remux failed: {error}") from None
-        finally:
-            self._file.drop_except(self.index.spans)
+        packets = self._collect(seek_ts, start, end, max_preroll_s, last_dts)
+        info = self._write(packets, start, end, out_path, exact)
         t_done = time.perf_counter()
         extra_requests, extra_bytes = self._pending
         self._pending = (0, 0)
@@ -374,9 +680,10 @@ class ClipSource:
             keyframe_snapped=not exact and info.start < start - _EPS,
             exact=exact,
             index_cached=self.index_cached,
-            video_codec=str(v.codec_context.name),
+            video_codec=_codec_name(v),
             codec_tag=str(v.codec_tag),
-            has_audio=self._audio is not None,
+            has_audio=info.has_audio,
+            dropped_tracks=self._dropped,
             timings_ms={
                 "open": round(self.open_ms, 1),
                 "fetch": round((t_fetch - t0) * 1000, 1),
@@ -387,22 +694,38 @@ class ClipSource:
     def _collect(
         self, seek_ts: int, start: float, end: float, max_preroll_s: float, last_dts: int | None
     ) -> _Packets:
-        """Demux from the keyframe at or before `start` to just past `end`."""
-        v, a = self._video, self._audio
+        """Demux from the decodable keyframe at or before `start` to just past `end`."""
+        v = self._video
         tb = v.time_base
         target = math.floor((start + _EPS) / tb)
-        for _attempt in range(4):
+        for _attempt in range(6):
             self._container.seek(seek_ts, stream=v, backward=True, any_frame=False)
             got = self._demux(start, end, last_dts)
             first = got.video[0] if got.video else None
+            if first is None and got.video_seen:
+                raise ClipUnavailable(
+                    ClipReason.MALFORMED_SOURCE,
+                    f"no keyframe among the {got.video_seen} video samples read from the seek",
+                )
             if first is None:
                 raise ClipUnavailable(ClipReason.START_BEYOND_DURATION, "no video at start")
-            if first.pts <= target or got.at_file_start:
+            decodable = self._decodable(first)
+            if (first.pts <= target or got.at_file_start) and decodable is not False:
                 break
-            # The keyframe we landed on shows after `start`: step back one GOP and retry.
+            if got.at_file_start:
+                raise ClipUnavailable(
+                    ClipReason.UNSUPPORTED_CODEC, "the first video sample is not a keyframe"
+                )
+            # The keyframe we landed on shows after `start`, or is a recovery point a decoder
+            # cannot start from (stss marking x264 intra refresh): step back and retry.
             seek_ts = int(first.dts) - 1
         else:
-            raise ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, "no keyframe before start")
+            raise ClipUnavailable(
+                ClipReason.UNSUPPORTED_CODEC,
+                "no keyframe a decoder can start from (IDR) within reach before start",
+            )
+        got.video = self._from_latest_keyframe(got.video, target)
+        first = got.video[0]
         kf_time = float(first.pts * tb)
         shown_until = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
         if shown_until <= start:
@@ -414,9 +737,36 @@ class ClipSource:
                 ClipReason.CLIP_TOO_LONG,
                 f"nearest keyframe is {start - kf_time:.1f}s before start (cap {max_preroll_s}s)",
             )
-        if a is None:
+        _check_continuous(got.video, tb, self._fragmented)
+        if not self._audios:
             got.audio = []
         return got
+
+    def _from_latest_keyframe(self, video: list[Any], target: int) -> list[Any]:
+        """Start at the latest decodable keyframe shown at or before `target`.
+
+        The plan may land a GOP early (an edit list shifts the index's decode times); the
+        packets read from there hold the later keyframe's GOP whole, so we start from it.
+        """
+        best = 0
+        for i, packet in enumerate(video):
+            if packet.pts > target:
+                continue
+            if packet.is_keyframe and i and self._decodable(packet) is not False:
+                best = i
+        return video[best:]
+
+    def _decodable(self, packet: Any) -> bool | None:
+        """Whether a decoder can start at this keyframe (None: cannot tell for this codec)."""
+        v = self._video
+        extradata = v.codec_context.extradata or b""
+        name = _codec_name(v)
+        length_size = 4
+        if name == "h264" and len(extradata) > 4 and extradata[0] == 1:
+            length_size = (extradata[4] & 3) + 1
+        elif name == "hevc" and len(extradata) > 21 and extradata[0] == 1:
+            length_size = (extradata[21] & 3) + 1
+        return random_access_nal(name, bytes(packet), length_size)
 
     def _demux(self, start: float, end: float, last_dts: int | None) -> _Packets:
         """Video from the keyframe to just past `end`, then audio until it covers the video.
@@ -429,24 +779,40 @@ class ClipSource:
         finally:
             self._video.discard = av.stream.Discard.default
 
+    def _tick(self, count: int) -> int:
+        """Count a demuxed packet: bounded per cut, and the deadline checked every 64."""
+        count += 1
+        if count > MAX_PACKETS:
+            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "too many packets for a clip")
+        if count % 64 == 0:
+            self._file.check_deadline()
+        return count
+
     def _demux_packets(self, start: float, end: float, last_dts: int | None) -> _Packets:
-        v, a = self._video, self._audio
+        v, audios = self._video, self._audios
         tb = v.time_base
         end_ts = math.ceil((end - _EPS) / tb)
         got = _Packets()
-        streams = [v] if a is None else [v, a]
+        streams = [v, *audios]
+        audio_done: set[int] = set()
         video_done = False
         first_kf_dts = self._video.index_entries[0].timestamp if len(v.index_entries) else None
         max_pts: int | None = None
         real_end_s = math.inf
+        count = 0
+        last_dts_seen: dict[int, int] = {}
         for packet in self._container.demux(*streams):
-            if packet.size == 0 or packet.pts is None or packet.dts is None:
+            count = self._tick(count)
+            if not _fresh(packet, last_dts_seen):
                 continue
             if packet.stream is v:
                 if video_done:
                     if float(packet.dts * tb) > real_end_s + AUDIO_MARGIN_S:
                         break  # the audio ended early or is far away: stop reading
                     continue
+                if not packet.is_keyframe and self._decodable(packet):
+                    packet.is_keyframe = True  # an IDR the fragment's sample flags left unmarked
+                got.video_seen += 1
                 if not got.video:
                     if not packet.is_keyframe:
                         continue
@@ -460,11 +826,14 @@ class ClipSource:
                 if video_done:
                     real_end_s = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
                     v.discard = av.stream.Discard.all
-            elif a is not None:
+            else:
                 got.audio.append(packet)
-                if video_done and float(packet.pts * a.time_base) >= real_end_s:
-                    break
-            if video_done and a is None:
+                shown = float(packet.pts * packet.time_base)
+                if video_done and shown >= real_end_s:
+                    audio_done.add(packet.stream.index)  # this track covers the video
+                if video_done and shown > real_end_s + AUDIO_MARGIN_S:
+                    break  # another track ended early: read no further
+            if video_done and len(audio_done) == len(audios):
                 break
             if got.video and float(packet.dts * packet.time_base) > end + 60:
                 break  # runaway guard: never read far past the clip
@@ -473,45 +842,152 @@ class ClipSource:
     def _write(
         self, got: _Packets, start: float, end: float, out_path: Path, exact: bool
     ) -> _Written:
-        v, a = self._video, self._audio
+        v = self._video
         tb = v.time_base
         kf_time = float(got.video[0].pts * tb)
-        origin = kf_time
+        # Leading pictures shown before the keyframe (RASL) stay hidden, and so do frames the
+        # source's own edit list hides (shown before the stream's start time).
+        floor = kf_time
+        if v.start_time is not None and float(v.start_time * tb) > kf_time + _EPS:
+            floor = float(v.start_time * tb)
+        origin = floor
         if exact:  # the frame on screen at `start`: an edit list hides the frames before it
-            origin = max(float(p.pts * tb) for p in got.video if float(p.pts * tb) <= start + _EPS)
+            shown = [float(p.pts * tb) for p in got.video if floor - _EPS <= float(p.pts * tb)]
+            before = [t for t in shown if t <= start + _EPS]
+            origin = max(before) if before else floor  # a start before the first frame
         real_start = origin
         real_end = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
-        audio = [
-            p
-            for p in got.audio
-            if a is not None
-            and float(p.pts * a.time_base) >= kf_time - _EPS
-            and float(p.pts * a.time_base) < real_end
-        ]
+        audio = [p for p in got.audio if kf_time - _EPS <= float(p.pts * p.time_base) < real_end]
+        tracks = [a for a in self._audios if any(p.stream is a for p in audio)]
+        for p in got.video[1:]:
+            if p.is_keyframe and self._decodable(p) is False:
+                # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
+                # list it, or a reader honouring the clip's edit list starts decoding there.
+                p.is_keyframe = False
         out_path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp_name = tempfile.mkstemp(prefix=".clip-", suffix=".mp4", dir=out_path.parent)
         os.close(fd)
         tmp = Path(tmp_name)
         try:
             with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as output:
-                ov = output.add_stream_from_template(v)
+                ov = output.add_stream_from_template(v, opaque=True)
+                if self._pix_fmt is not None:
+                    ov.codec_context.pix_fmt = self._pix_fmt
                 with contextlib.suppress(Exception):
                     ov.codec_tag = v.codec_tag  # hvc1 stays hvc1 (the muxer's default is hev1)
-                oa = output.add_stream_from_template(a) if a is not None and audio else None
-                for packets, stream, out in ((got.video, v, ov), (audio, a, oa)):
-                    if out is None or stream is None:
-                        continue
-                    shift = round(origin / stream.time_base)
-                    for p in packets:
-                        p.pts -= shift
-                        p.dts -= shift
-                        p.stream = out
+                outs = {a.index: output.add_stream_from_template(a, opaque=True) for a in tracks}
+                for p in [*got.video, *audio]:
+                    shift = round(origin / p.time_base)
+                    p.pts -= shift
+                    p.dts -= shift
+                    p.stream = ov if p.stream is v else outs[p.stream.index]
                 output.mux(_interleave(got.video, audio))
+            self._self_check(tmp, real_end - real_start, audio_tracks=len(tracks))
             os.replace(tmp, out_path)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        return _Written(out_path, real_start, real_end, out_path.stat().st_size)
+        return _Written(
+            out_path, real_start, real_end, out_path.stat().st_size, has_audio=bool(tracks)
+        )
+
+    def _self_check(self, path: Path, shown_s: float, *, audio_tracks: int) -> None:
+        """Read the written clip back: its streams, duration and first keyframe, decoded.
+
+        A clip that fails is never kept: the caller falls back with SELF_CHECK_FAILED.
+        """
+        self._file.check_deadline()
+        want = _codec_name(self._video)
+        try:
+            with av.open(str(path)) as clip:
+                videos, audios = clip.streams.video, clip.streams.audio
+                if len(videos) != 1 or len(audios) != audio_tracks:
+                    raise _SelfCheck(f"{len(videos)} video and {len(audios)} audio streams")
+                cv = videos[0]
+                if _codec_name(cv) != want:
+                    raise _SelfCheck(f"video codec {_codec_name(cv)}, source {want}")
+                if cv.time_base is None or not cv.frames:
+                    raise _SelfCheck("no video frames")
+                length = float((cv.duration or 0) * cv.time_base)
+                tolerance = max(0.25, 3 * float(cv.duration or 0) * cv.time_base / cv.frames)
+                if abs(length - shown_s) > tolerance:
+                    raise _SelfCheck(f"video lasts {length:.3f}s, planned {shown_s:.3f}s")
+                frame_s = float(cv.duration * cv.time_base) / cv.frames if cv.duration else 0
+                self._decode_first(clip, cv, frame_s)
+        except ClipUnavailable:
+            raise
+        except _SelfCheck as error:
+            raise ClipUnavailable(ClipReason.SELF_CHECK_FAILED, str(error)) from None
+        except Exception as error:
+            raise ClipUnavailable(
+                ClipReason.SELF_CHECK_FAILED, _clean(f"the clip does not read back: {error}")
+            ) from None
+
+    @staticmethod
+    def _decode_first(clip: Any, stream: Any, frame_s: float) -> None:
+        """The first packet is a keyframe and the first frame a decoder shows is at 0 s.
+
+        A start a decoder cannot begin at (a recovery point marked as sync) shows later.
+        """
+        decoder = stream.codec_context
+        packets = 0
+        for packet in clip.demux(stream):
+            if not packet.size:
+                continue
+            if packets == 0 and not packet.is_keyframe:
+                raise _SelfCheck("the first video packet is not a keyframe")
+            packets += 1
+            if decoder is None:  # no decoder for the codec in this build: the demux checks stand
+                return
+            frames = list(decoder.decode(packet))
+            if frames or packets >= SELF_CHECK_PACKETS:
+                break
+        else:
+            frames = list(decoder.decode(None)) if decoder is not None and packets else []
+        if not frames:
+            raise _SelfCheck("the clip's first frames do not decode")
+        shown = frames[0].time
+        if shown is None or abs(shown) > max(frame_s / 2, 0.002):
+            raise _SelfCheck(f"the first decoded frame shows at {shown}s, not 0")
+
+
+def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
+    """A packet with data and times, not one read twice (a fragment re-read after a seek)."""
+    if packet.size == 0 or packet.pts is None or packet.dts is None:
+        return False
+    index = packet.stream.index
+    if packet.dts <= last_dts_seen.get(index, -(2**62)):
+        return False
+    last_dts_seen[index] = packet.dts
+    return True
+
+
+class _SelfCheck(Exception):
+    """A written clip failed its read-back."""
+
+
+def _check_continuous(video: list[Any], tb: Fraction, fragmented: bool) -> None:
+    """Consecutive video packets are spaced like frames, not seconds apart (a bad seek).
+
+    FFmpeg cannot seek into some fragment layouts (a moof per track, fragments not starting
+    on keyframes): it landed on a keyframe of a fragment it had read and then jumped to the
+    target, a clip that decodes cleanly and is wrong. Fragments are checked tighter: a
+    missing one is a gap of its duration.
+    """
+    if len(video) < 3:
+        return
+    steps = [float((q.dts - p.dts) * tb) for p, q in itertools.pairwise(video)]
+    typical = statistics.median(steps)
+    worst = max(steps)
+    limit = max(0.25, 4 * typical) if fragmented else max(MAX_VIDEO_GAP_S, 10 * typical)
+    if min(steps) < 0:
+        raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "video decode times go backwards")
+    if worst > limit:
+        raise ClipUnavailable(
+            ClipReason.UNSUPPORTED_CONTAINER if fragmented else ClipReason.MALFORMED_SOURCE,
+            f"the demuxer could not seek here: the video jumps {worst:.2f}s inside the clip "
+            f"(frames {typical:.3f}s apart)",
+        )
 
 
 @dataclass
@@ -519,6 +995,7 @@ class _Packets:
     video: list[Any] = field(default_factory=list)
     audio: list[Any] = field(default_factory=list)
     at_file_start: bool = False
+    video_seen: int = 0
 
 
 @dataclass(frozen=True)
@@ -527,6 +1004,7 @@ class _Written:
     start: float
     end: float
     size: int
+    has_audio: bool
 
 
 def _interleave(video: list[Any], audio: list[Any]) -> list[Any]:
@@ -547,9 +1025,19 @@ def cut_clip(
     max_clip_s: float = DEFAULT_MAX_CLIP_S,
     max_preroll_s: float = DEFAULT_MAX_PREROLL_S,
     max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
+    deadline: float | None = None,
 ) -> ClipInfo:
     """Open `source`, cut one clip, close. Raises ClipUnavailable with a stable reason."""
-    with ClipSource(source, index_cache=index_cache, max_index_bytes=max_index_bytes) as clips:
+    with ClipSource(
+        source, index_cache=index_cache, max_index_bytes=max_index_bytes, deadline=deadline
+    ) as clips:
         return clips.cut(
             start, end, out_path, exact=exact, max_clip_s=max_clip_s, max_preroll_s=max_preroll_s
         )
+
+
+def _codec_name(stream: Any) -> str:
+    """The codec's id name (`av1`, not the decoder `libdav1d`)."""
+    with contextlib.suppress(Exception):
+        return str(stream.codec_context.codec.canonical_name)
+    return "unknown"

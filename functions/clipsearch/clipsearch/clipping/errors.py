@@ -18,6 +18,9 @@ class ClipReason(StrEnum):
     SOURCE_UNREADABLE = "source_unreadable"
     SOURCE_CHANGED = "source_changed"
     DEADLINE_EXCEEDED = "deadline_exceeded"  # the event's time ran out before this clip
+    MALFORMED_SOURCE = "malformed_source"  # the source's boxes or tables fail a bounds check
+    ENGINE_ERROR = "engine_error"  # anything else the engine raised (a bug or a hostile file)
+    SELF_CHECK_FAILED = "self_check_failed"  # the written clip did not read back as planned
 
 
 class ClipUnavailable(Exception):

@@ -14,8 +14,19 @@ def poster_frame(clip_path: str | Path, *, max_width: int = 640, quality: int = 
     """The first decoded frame (edit lists honoured) as JPEG, at most `max_width` wide.
 
     `quality` is the MJPEG qscale (2 best .. 31 worst). Decoding the clip, not the source,
-    means the poster always matches what the clip shows.
+    means the poster always matches what the clip shows. Raises only ClipUnavailable.
     """
+    try:
+        return _poster(clip_path, max_width, quality)
+    except ClipUnavailable:
+        raise
+    except Exception as error:  # a clip that passed its self-check should never get here
+        raise ClipUnavailable(
+            ClipReason.SELF_CHECK_FAILED, f"poster: {type(error).__name__}"
+        ) from None
+
+
+def _poster(clip_path: str | Path, max_width: int, quality: int) -> bytes:
     with av.open(str(clip_path)) as container:
         if not container.streams.video:
             raise ClipUnavailable(ClipReason.NO_VIDEO_STREAM, "clip has no video")

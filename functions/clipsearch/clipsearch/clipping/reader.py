@@ -10,7 +10,8 @@ from __future__ import annotations
 import bisect
 import contextlib
 import io
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.sources import RangeSource
@@ -39,6 +40,12 @@ class SparseFile(io.RawIOBase):
         self.demand_fetches = 0  # reads the plan did not foresee
         self.blanked_until = 0  # end of the furthest byte answered with zeros
         self._blanks: tuple[tuple[int, int], ...] = ()
+        # Bounds for hostile or runaway reads, set by the cutter per open and per cut: a
+        # monotonic deadline, a byte budget for fetches, and a check run on bytes fetched on
+        # demand (fragmented sources: every moof the demuxer reaches is bounds-checked first).
+        self.deadline: float | None = None
+        self.budget: int | None = None
+        self.on_demand: Callable[[int, int], None] | None = None
         for offset, data in regions:
             self._insert(offset, data)
 
@@ -103,8 +110,23 @@ class SparseFile(io.RawIOBase):
         for gap_start, gap_end in self.gaps(start, end):
             self._fetch(gap_start, gap_end - gap_start)
 
+    def check_deadline(self) -> None:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            raise ClipUnavailable(ClipReason.DEADLINE_EXCEEDED, "the cut ran out of time")
+
     def _fetch(self, offset: int, length: int) -> None:
-        data = self._source.read(offset, length)
+        self.check_deadline()
+        if self.budget is not None:
+            if length > self.budget:
+                raise ClipUnavailable(
+                    ClipReason.INDEX_TOO_LARGE,
+                    f"reading {length} more bytes would pass the read budget of this open or cut",
+                )
+            self.budget -= length
+        try:
+            data = self._source.read(offset, length)
+        except ValueError as error:  # a range no sound file asks for
+            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, str(error)) from None
         known = self._source.size
         if known is not None:
             if self._size is not None and known != self._size:
@@ -194,6 +216,7 @@ class SparseFile(io.RawIOBase):
 
     def read(self, size: int | None = -1) -> bytes:
         """At most `size` bytes, stopping at the end of the held region (a short read)."""
+        self.check_deadline()
         if size is None or size < 0:
             size = self.size - self._pos
         if size == 0 or self._pos >= self.size:
@@ -205,7 +228,10 @@ class SparseFile(io.RawIOBase):
         if i is None:
             self.demand_fetches += 1
             want = min(self.size, self._pos + max(size, self.readahead))
-            self.ensure(self._pos, self.gaps(self._pos, want)[0][1])  # up to the next region
+            gap_end = self.gaps(self._pos, want)[0][1]
+            self.ensure(self._pos, gap_end)  # up to the next region
+            if self.on_demand is not None:
+                self.on_demand(self._pos, gap_end)
             i = self._region_at(self._pos)
             if i is None:  # the source returned nothing where it should have had bytes
                 raise ClipUnavailable(

@@ -7,8 +7,10 @@ test the cost of a clip.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any, NoReturn, Protocol
 
 import requests
+import urllib3
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
@@ -363,9 +366,18 @@ class HttpRangeSource(_Counters):
         return data
 
     def _body(self, response: requests.Response, expected: int) -> bytes:
-        """The 206 body, its length checked as it streams: never more than the range held."""
+        """The 206 body, its length checked as it streams: never more than the range held.
+
+        A read timeout restarts with every byte received, so a source trickling one byte at a
+        time would never time out: a timer aborts the connection at the deadline instead.
+        """
         chunks: list[bytes] = []
         got = 0
+        left = self._deadline.left("reading the body")
+        timer = None if left is None else threading.Timer(left, abort_response, (response,))
+        if timer is not None:
+            timer.daemon = True
+            timer.start()
         try:
             for chunk in response.iter_content(_BODY_CHUNK):
                 got += len(chunk)
@@ -374,13 +386,43 @@ class HttpRangeSource(_Counters):
                     self._fail("body longer than its Content-Range", transient=False)
                 chunks.append(chunk)
                 if self._deadline.passed():
-                    self._count(0)
-                    self._fail(
-                        "the event's deadline passed mid-body",
-                        transient=False,
-                        reason=ClipReason.DEADLINE_EXCEEDED,
-                    )
-        except requests.RequestException as error:
+                    self._late()
+        except (requests.RequestException, urllib3.exceptions.HTTPError, OSError, ValueError) as e:
+            if self._deadline.passed():
+                self._late()
             self._count(0)
-            self._fail(type(error).__name__, transient=True)
+            self._fail(type(e).__name__, transient=True)
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if got != expected and self._deadline.passed():
+            self._late()
         return b"".join(chunks)
+
+    def _late(self) -> NoReturn:
+        self._count(0)
+        self._fail(
+            "the event's deadline passed mid-body",
+            transient=False,
+            reason=ClipReason.DEADLINE_EXCEEDED,
+        )
+
+
+def abort_response(response: requests.Response) -> None:
+    """Stop a body read blocked in another thread (at the event's deadline): closing alone
+    does not wake a blocked recv() on Linux, shutting the socket down does."""
+    raw = getattr(response, "raw", None)
+    # The pooled connection's socket; or, when the server said it closes the connection
+    # (http.client then hands the socket to the response), the one under the response's file.
+    file = getattr(getattr(getattr(raw, "_fp", None), "fp", None), "raw", None)
+    for sock in (
+        getattr(getattr(raw, "connection", None), "sock", None),
+        getattr(file, "_sock", None),
+    ):
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+    close = getattr(response, "close", None)
+    if close is not None:
+        with contextlib.suppress(Exception):
+            close()

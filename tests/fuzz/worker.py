@@ -1,0 +1,74 @@
+"""One fuzz/hostile-file worker process: cases in on stdin, outcomes out on stdout (JSON lines).
+
+Run by `tests.fuzz.harness`, which times each case from outside (a hang inside FFmpeg cannot
+be interrupted from within) and restarts the worker after a hang or a crash.
+"""
+
+from __future__ import annotations
+
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from clipsearch.clipping import ClipSource, ClipUnavailable, FileRangeSource, poster_frame
+
+ADDRESS_SPACE_LIMIT = 4 * 1024**3  # a runaway allocation fails here instead of swapping
+CASE_DEADLINE_S = 20.0
+RESTART_RSS_KB = 160 * 1024
+
+
+def run_case(path: str, cuts: list[list[float]], workdir: Path) -> list[str]:
+    """Open the file and cut each (start, end, exact): 'ok', 'fallback:<reason>' or other."""
+    outcomes: list[str] = []
+    deadline = time.monotonic() + CASE_DEADLINE_S
+    try:
+        with ClipSource(FileRangeSource(path), deadline=deadline) as clips:
+            for i, (start, end, exact) in enumerate(cuts):
+                out = workdir / f"clip-{i}.mp4"
+                try:
+                    info = clips.cut(start, end, out, exact=bool(exact))
+                    poster_frame(info.path)
+                    outcomes.append("ok")
+                except ClipUnavailable as error:
+                    outcomes.append(_fallback(error, workdir))
+                finally:
+                    out.unlink(missing_ok=True)
+    except ClipUnavailable as error:
+        outcomes.append(_fallback(error, workdir))
+    except Exception as error:  # what the engine must never let out
+        outcomes.append(f"unexpected:{type(error).__name__}: {str(error)[:200]}")
+    return outcomes
+
+
+def _fallback(error: ClipUnavailable, workdir: Path) -> str:
+    if str(workdir) in str(error) or "/tmp" in str(error):
+        return f"leak:{error}"
+    if error.transient:
+        return f"transient:{error}"
+    if error.reason.value == "engine_error":  # clean, but worth reading: what raised
+        return f"fallback:engine_error|{error.message[:160]}"
+    return f"fallback:{error.reason.value}"
+
+
+def main() -> None:
+    resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    with tempfile.TemporaryDirectory(prefix="fuzz-worker-") as tmp:
+        workdir = Path(tmp)
+        print(json.dumps({"ready": True}), flush=True)
+        for line in sys.stdin:
+            case = json.loads(line)
+            outcomes = run_case(case["path"], case["cuts"], workdir)
+            rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            # The peak is per process: past RESTART_RSS_KB a fresh worker measures the next case.
+            leaving = rss_kb > RESTART_RSS_KB
+            result = {"id": case["id"], "outcomes": outcomes, "rss_kb": rss_kb, "exit": leaving}
+            print(json.dumps(result), flush=True)
+            if leaving:
+                return
+
+
+if __name__ == "__main__":
+    main()
