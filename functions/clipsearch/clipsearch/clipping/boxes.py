@@ -7,7 +7,11 @@ else is refused up front rather than fed to the demuxer byte by byte.
 
 from __future__ import annotations
 
+import array
+import bisect
+import itertools
 import struct
+import sys
 from dataclasses import dataclass
 
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
@@ -612,3 +616,45 @@ def _h264_slice_type(header: bytes) -> int | None:
         values.append(int(bits[pos : pos + zeros + 1], 2) - 1)
         pos += zeros + 1
     return values[1]
+
+
+@dataclass(frozen=True)
+class CompositionOffsets:
+    """The first video track's `ctts`: per-sample composition offsets, run-length coded.
+
+    `ends[r]` is the number of samples covered by runs 0..r; `offsets[r]` the run's offset
+    as stored (read as signed, as FFmpeg reads both versions).
+    """
+
+    ends: list[int]
+    offsets: array.array[int]
+
+    def at(self, sample: int) -> int | None:
+        """The offset of sample `sample` (0-based), None past the table."""
+        if sample < 0:
+            return None
+        run = bisect.bisect_right(self.ends, sample)
+        if run >= len(self.offsets):
+            return None
+        offset = self.offsets[run]
+        return offset - (1 << 32) if offset >= 1 << 31 else offset
+
+
+def video_composition_offsets(moov: bytes) -> CompositionOffsets | None:
+    """The first video trak's ctts (None without one, or one that fails its bounds check)."""
+    for trak, trak_end in _find(moov, 8, len(moov), ("trak",)):
+        handlers = _find(moov, trak, trak_end, ("mdia", "hdlr"))
+        if not handlers or moov[handlers[0][0] + 8 : handlers[0][0] + 12] != b"vide":
+            continue
+        for body, end in _find(moov, trak, trak_end, ("mdia", "minf", "stbl", "ctts")):
+            if end - body < 8:
+                return None
+            (count,) = struct.unpack_from(">I", moov, body + 4)
+            if count == 0 or count * 8 > end - body - 8:
+                return None
+            table = array.array("I", moov[body + 8 : body + 8 + count * 8])
+            if sys.byteorder == "little":
+                table.byteswap()
+            return CompositionOffsets(list(itertools.accumulate(table[0::2])), table[1::2])
+        return None
+    return None

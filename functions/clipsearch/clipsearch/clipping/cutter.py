@@ -24,7 +24,7 @@ import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -81,6 +81,9 @@ MAX_PACKETS = 200_000  # per cut: 600 s of 120 fps video plus audio, with room
 SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
 MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a bad seek
 MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
+# Decode-order samples looked at past the clip for the next frame shown (B-frame reordering
+# and an open GOP's leading pictures stay well within this).
+NEXT_SHOWN_SCAN = 2 * REORDER_MARGIN + 1
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
 _EPS = 1e-6
 _PATH = re.compile(r"'?/[^\s']+'?")
@@ -456,6 +459,7 @@ class ClipSource:
             if entries[i].is_keyframe:
                 last, last_dts = i - 1, int(entries[i - 1].timestamp)
                 break
+        last, video_end = self._plan_closure(k, last, end)
         spans = [(e.pos, e.pos + e.size) for e in entries[k : last + 1]]
         if any(e.pos < 0 or e.pos + e.size > self.index.size for e in entries[k : last + 1]):
             raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "video samples lie past the end")
@@ -471,7 +475,7 @@ class ClipSource:
                     math.floor(kf_dts_time / atb), backward=True, any_frame=True
                 )
                 a1 = aentries.search_timestamp(
-                    math.ceil((end + self._audio_tail_s()) / atb),
+                    math.ceil((video_end + self._audio_tail_s()) / atb),
                     backward=True,
                     any_frame=True,
                 )
@@ -801,6 +805,7 @@ class ClipSource:
         real_end_s = math.inf
         count = 0
         last_dts_seen: dict[int, int] = {}
+        close_dts: int | None = None  # the clip runs on to here to be closed (_closing_dts)
         for packet in self._container.demux(*streams):
             count = self._tick(count)
             if not _fresh(packet, last_dts_seen):
@@ -817,12 +822,20 @@ class ClipSource:
                     if not packet.is_keyframe:
                         continue
                     got.at_file_start = first_kf_dts is not None and packet.dts <= first_kf_dts
-                if packet.dts >= end_ts and max_pts is not None and packet.pts > max_pts:
-                    video_done = True
-                else:
+                if (
+                    close_dts is None
+                    and packet.dts >= end_ts
+                    and max_pts is not None
+                    and packet.pts > max_pts
+                ):
+                    close_dts = self._closing_dts(got.video)
+                    video_done = close_dts is None
+                if not video_done:
                     got.video.append(packet)
                     max_pts = packet.pts if max_pts is None else max(max_pts, packet.pts)
-                    video_done = last_dts is not None and packet.dts >= last_dts
+                    video_done = (last_dts is not None and packet.dts >= last_dts) or (
+                        close_dts is not None and packet.dts >= close_dts
+                    )
                 if video_done:
                     real_end_s = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
                     v.discard = av.stream.Discard.all
@@ -891,6 +904,98 @@ class ClipSource:
             out_path, real_start, real_end, out_path.stat().st_size, has_audio=bool(tracks)
         )
 
+    def _closing_dts(self, video: list[Any]) -> int | None:
+        """Where the clip must end so no source frame shows before its last one ends.
+
+        A frame's stored duration is its decode-time step (stts), not its time on screen:
+        with B-frames and a variable rate, a clip cut after the last frame shown before
+        `end` can hold a frame whose stored end lies past the source's next frame (stored
+        later, so missing from the clip). The clip then runs on in decode order until it is
+        closed (`_closure`). Times come from the index and the ctts already held.
+
+        Returns the decode time of the last sample to include, or None: the clip is closed
+        as it stands (or the index cannot tell, and the clip ends as before).
+        """
+        if self._fragmented or not video:
+            return None
+        samples = self._sample_times()
+        if samples is None:
+            return None
+        dts, pts = samples
+        entries = self._video.index_entries
+        shift: int | None = None
+        last = -1
+        for p in video:
+            i = entries.search_timestamp(p.dts, backward=True, any_frame=True)
+            rel = pts(i) if i >= 0 and dts(i) == p.dts else None
+            if rel is None or (shift is not None and p.pts - rel != shift):
+                return None  # entries do not map to samples one to one here
+            shift = p.pts - rel
+            last = max(last, i)
+        if shift is None:
+            return None
+        shown_until = max(p.pts + (p.duration or 0) for p in video) - shift
+        closed = _closure(dts, pts, len(entries), last, shown_until)
+        return None if closed is None or closed[0] == last else dts(closed[0])
+
+    def _plan_closure(self, k: int, last: int, end: float) -> tuple[int, float]:
+        """(last sample to plan, where the video may end: `end` unless the clip is closed later).
+
+        The cut's stop (see `_demux_packets`) replayed on the index, then `_closure`: the
+        plan covers the closed clip's video and audio, so closing it costs no extra read.
+        """
+        samples = self._sample_times()
+        if samples is None or self._fragmented:
+            return last, end
+        dts, pts = samples
+        count = len(self._video.index_entries)
+        end_ts = math.ceil((end - _EPS) / self._video.time_base)
+        max_pts: int | None = None
+        shown_until = 0
+        for i in range(k, min(count - 1, last + 1)):
+            t = pts(i)
+            if t is None:
+                return last, end
+            if dts(i) >= end_ts and max_pts is not None and t > max_pts:
+                closed = _closure(dts, pts, count, i - 1, shown_until)
+                if closed is None or closed[0] == i - 1:
+                    return last, end
+                # The index's pts less the ctts shift: the first sample shows at start_time.
+                first = pts(0)
+                shift = (self._video.start_time or 0) - (first if first is not None else 0)
+                closed_end = float((closed[1] + shift) * self._video.time_base)
+                return max(last, closed[0]), max(end, closed_end)
+            max_pts = t if max_pts is None else max(max_pts, t)
+            shown_until = max(shown_until, t + dts(i + 1) - dts(i))
+        return last, end
+
+    def _sample_times(self) -> tuple[Callable[[int], int], Callable[[int], int | None]] | None:
+        """(decode time, decode time + ctts offset) of the video's sample `i` (index entry i)."""
+        table = self._composition_offsets()
+        entries = self._video.index_entries
+        if table is None or not len(entries):
+            return None
+
+        def dts(i: int) -> int:
+            return int(entries[i].timestamp)
+
+        def pts(i: int) -> int | None:
+            offset = table.at(i)
+            return None if offset is None else int(entries[i].timestamp) + offset
+
+        return dts, pts
+
+    def _composition_offsets(self) -> boxes.CompositionOffsets | None:
+        """The video's ctts from the moov already held (parsed once per open; no read)."""
+        if not hasattr(self, "_ctts"):
+            self._ctts: boxes.CompositionOffsets | None = None
+            moov = self.index.box("moov")
+            if moov is not None and not self._file.gaps(moov.offset, moov.end):
+                self._ctts = boxes.video_composition_offsets(
+                    self._file.peek(moov.offset, moov.size)
+                )
+        return self._ctts
+
     def _self_check(self, path: Path, shown_s: float, *, audio_tracks: int) -> None:
         """Read the written clip back: its streams, duration and first keyframe, decoded.
 
@@ -949,6 +1054,34 @@ class ClipSource:
         shown = frames[0].time
         if shown is None or abs(shown) > max(frame_s / 2, 0.002):
             raise _SelfCheck(f"the first decoded frame shows at {shown}s, not 0")
+
+
+def _closure(
+    dts: Callable[[int], int],
+    pts: Callable[[int], int | None],
+    count: int,
+    last: int,
+    shown_until: int,
+) -> tuple[int, int] | None:
+    """(e, its end): the first sample e >= `last` (decode order) that closes a clip.
+
+    A clip of the samples up to `last`, whose frames are on screen until `shown_until`, is
+    closed when every later sample shows at or after that; each sample taken in extends it
+    by its stored duration (the next decode time). None when the index cannot tell within
+    NEXT_SHOWN_SCAN samples.
+    """
+    for e in range(last, min(count, last + 1 + NEXT_SHOWN_SCAN)):
+        if e > last:
+            t = pts(e)
+            if t is None or e + 1 >= count:
+                return None
+            shown_until = max(shown_until, t + dts(e + 1) - dts(e))
+        later = [pts(i) for i in range(e + 1, min(count, e + 1 + NEXT_SHOWN_SCAN))]
+        if any(t is None for t in later):
+            return None
+        if all(t is not None and t >= shown_until for t in later):
+            return e, shown_until
+    return None
 
 
 def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
