@@ -47,13 +47,17 @@ class FakeStorage:
         self.put(self.bucket, name, payload)
         return f"gs://{self.bucket}/{name}"
 
-    def find_copy(self, name: str, source_id: str) -> Artifact | None:
+    def find_copy(
+        self, name: str, source_id: str, deadline: float | None = None
+    ) -> Artifact | None:
         obj = self.objects.get((self.bucket, name))
         if obj is not None and obj.metadata.get("source") == source_id:
             return Artifact(self.bucket, name, "copy", len(obj.data), reused=True)
         return None
 
-    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
+    def copy_from_gcs(
+        self, source: SourceVideo, name: str, max_bytes: int, deadline: float | None = None
+    ) -> Artifact | None:
         src = self.objects.get((source.bucket, source.blob))
         if src is None or not self.readable_sources:
             return None
@@ -81,7 +85,7 @@ class FakeStorage:
         self.put(self.bucket, name, data, source=source_id)
         return Artifact(self.bucket, name, "copy", len(data), reused=False)
 
-    def read_bytes(self, name: str) -> bytes | None:
+    def read_bytes(self, name: str, deadline: float | None = None) -> bytes | None:
         obj = self.objects.get((self.bucket, name))
         return None if obj is None else obj.data
 
@@ -90,7 +94,7 @@ class FakeStorage:
     ) -> None:
         self.put(self.bucket, name, data)
 
-    def find_artifact(self, name: str, mode: str) -> Artifact | None:
+    def find_artifact(self, name: str, mode: str, deadline: float | None = None) -> Artifact | None:
         obj = self.objects.get((self.bucket, name))
         if obj is None:
             return None

@@ -162,7 +162,6 @@ ANSWERED_FAULTS = {
     "500s": ["search:500"] * 3,
     "503s": ["search:503"] * 3,
     "0001 glitch": ["search:0001"],
-    "0409 duplicate": ["search:0409"] * 3,
 }
 # The answer was lost after the search ran (the stand-in bills it: the pessimistic model).
 LOST_ANSWER_FAULTS = {
@@ -199,6 +198,18 @@ def test_lost_answers_end_in_one_error_and_are_never_billed_twice(stack, video, 
     time.sleep(2)  # the slow search finishes (and is billed) after our 2 s read timeout
     assert stack.standin.stats.requests["search_clips_by_image"] == 1
     assert stack.standin.stats.billed_searches == 1
+
+
+def test_a_search_the_vendor_is_already_handling_is_never_sent_again(stack, video, collector):
+    # 0409: "already being handled: never double-submit". The vendor has the request in
+    # flight (and will bill it), so a second send could pay twice: the query ends unconfirmed.
+    stack.standin.knobs.merge({"fail_next": ["search:0409"], "bill_abandoned": True})
+    key = _drop_for_fault(stack, video, "0409 duplicate")
+    outcome = exactly_one_each(collector, [key], timeout_s=90)[key]
+    assert outcome.body["status"] == "error", outcome.body
+    assert outcome.body["error"]["reason"] == "search_unconfirmed"
+    assert stack.standin.stats.requests["search_clips_by_image"] == 1
+    assert stack.standin.stats.billed_searches == 0
 
 
 def _png(size=(8, 8)) -> bytes:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 from pathlib import Path
 
 import av
@@ -142,3 +143,29 @@ def test_a_container_we_cannot_cut_falls_back_to_a_reference(make_harness, tmp_p
     assert clip["fallback_reason"] == "unsupported_container"
     assert clip["artifact"] is None
     assert clip["source"]["uri"] == SRC.uri
+
+
+def test_a_track_the_clip_leaves_out_is_named_in_the_clips_notes(make_harness, tmp_path):
+    # A second video track (made by the ffmpeg CLI, not by us) cannot ride along in a clip:
+    # the clip must say so in its own metadata rather than drop it without a word.
+    path = tmp_path / "two-video.mp4"
+    subprocess.run(
+        ["ffmpeg", "-v", "error", "-y",
+         "-f", "lavfi", "-i", "testsrc2=size=160x120:rate=10:duration=12",
+         "-f", "lavfi", "-i", "testsrc=size=96x64:rate=10:duration=12",
+         "-map", "0:v", "-map", "1:v", "-c:v", "libx264", "-g", "20", "-pix_fmt", "yuv420p",
+         str(path)],
+        check=True,
+    )  # fmt: skip
+    gcs = FileSources({SRC: path})
+    h = make_harness(
+        FakeSearchApi([Hit(4.0, 6.0, 0.9, SRC)]), gcs=gcs, CLIPSEARCH_FETCH_MODE="clip"
+    )
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200
+    [message] = h.messages()
+    [clip] = message["clips"]
+    assert clip["fallback_reason"] is None
+    stored = h.storage.objects[("results", clip["artifact"]["object"])]
+    assert "video" in stored.metadata["clipsearch-dropped-tracks"]
+    with av.open(io.BytesIO(stored.data)) as container:
+        assert len(container.streams.video) == 1

@@ -51,6 +51,7 @@ def clean_env(**overrides: str) -> dict[str, str]:
         ),
         ({"CLIPSEARCH_RESULTS_TOPIC": "<unset>"}, "CLIPSEARCH_RESULTS_TOPIC is required"),
         ({"CLIPSEARCH_FETCH_MODE": "teleport"}, "CLIPSEARCH_FETCH_MODE must be one of"),
+        ({"CLIPSEARCH_LOG_LEVEL": "LOUD"}, "CLIPSEARCH_LOG_LEVEL must be one of"),
     ],
 )
 def test_a_bad_setting_stops_the_server_at_start_up(override, expected):

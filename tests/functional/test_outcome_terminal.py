@@ -6,17 +6,19 @@ from __future__ import annotations
 import json
 import struct
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from clipsearch.clipping import FileRangeSource, RangeSource
-from clipsearch.errors import TransientError
+from clipsearch.errors import PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Hit, SourceVideo
 from clipsearch_dev.media import make_video
 from tests.fakes import FakeSearchApi, FileSources, MemoryRecordStore
+from tests.functional.conftest import API_KEY
 from tests.images import image_bytes
 
 SRC = SourceVideo("mavi-resource", "V1.mp4")
@@ -46,6 +48,7 @@ def test_an_unexpected_exception_is_retried_then_ends_as_internal_error(make_har
     text = message["error"]["message"]
     assert "IndexError in tests.functional.test_outcome_terminal.boom" in text
     assert "(via clipsearch.fetch._copy)" in text
+    assert "failure 3 of CLIPSEARCH_MAX_ATTEMPTS (3) during the fetch stage" in text
     assert "/work/" not in text
     assert "/tmp" not in text
     assert len(h.api.searches) == 1  # the hits were stored: never searched again
@@ -54,8 +57,8 @@ def test_an_unexpected_exception_is_retried_then_ends_as_internal_error(make_har
     assert record.message_id is not None
 
 
-def test_a_one_off_glitch_gets_a_retry_and_then_succeeds(make_harness):
-    h = make_harness(FakeSearchApi(HITS), CLIPSEARCH_FETCH_MODE="copy")
+def glitch_once(h) -> None:
+    """The server-side copy fails once in a way nobody planned for, then works."""
     h.storage.put("mavi-resource", "V1.mp4", b"video", generation=3)
     real = h.storage.copy_from_gcs
     calls = {"n": 0}
@@ -67,6 +70,11 @@ def test_a_one_off_glitch_gets_a_retry_and_then_succeeds(make_harness):
         return real(*args, **kwargs)
 
     h.storage.copy_from_gcs = glitch  # type: ignore[method-assign]
+
+
+def test_a_one_off_glitch_gets_a_retry_and_then_succeeds(make_harness):
+    h = make_harness(FakeSearchApi(HITS), CLIPSEARCH_FETCH_MODE="copy")
+    glitch_once(h)
     assert h.deliver("a.jpg", image_bytes()).status_code == 500
     assert h.records.read(KEY)[0].last_error.startswith("unexpected error in ")
     assert h.deliver("a.jpg", image_bytes()).status_code == 200
@@ -304,3 +312,225 @@ def test_log_lines_carry_the_contract_fields(make_harness, tmp_path):
 def test_new_reasons_are_documented(reason):
     text = (Path(__file__).parents[2] / "docs" / "reasons.md").read_text(encoding="utf-8")
     assert f"| `{reason}` |" in text
+
+
+# -- review of the first cut: each of these failed before its fix ---------------------------
+
+
+class Killed(BaseException):
+    """What an instance killed mid-attempt looks like from the record: nothing after it."""
+
+
+class Crashing:
+    """Makes a step kill the attempt: the store takes no write after the kill (a dead
+    process writes nothing, so its lease is never released), then the lease expires."""
+
+    def __init__(self, records: MemoryRecordStore) -> None:
+        self.records = records
+        self.dead = False
+        self.kills = 0
+        real = records.replace
+
+        def write(key, record, generation):
+            return None if self.dead else real(key, record, generation)
+
+        records.replace = write  # type: ignore[method-assign]
+
+    def kill(self, *args, **kwargs):
+        self.kills += 1
+        self.dead = True
+        raise Killed()
+
+    def deliver(self, h) -> int | None:
+        try:
+            return h.deliver("a.jpg", image_bytes()).status_code
+        except Killed:
+            pass
+        finally:
+            if self.dead:  # the platform's timeout passes: the lease expires, unreleased
+                self.dead = False
+                record, generation = self.records.records[KEY]
+                expired = replace(record, lease_until=time.time() - 1)
+                self.records.records[KEY] = (expired, generation)
+        return None
+
+
+@pytest.mark.parametrize(
+    ("stage", "kill"),
+    [
+        ("read", lambda h, c: setattr(h.storage, "read_image", c.kill)),
+        ("fetch", lambda h, c: setattr(h.storage, "copy_from_gcs", c.kill)),
+    ],
+)
+def test_attempts_killed_again_and_again_end_as_internal_error(make_harness, stage, kill):
+    records = MemoryRecordStore()
+    h = make_harness(FakeSearchApi(HITS), records=records, CLIPSEARCH_FETCH_MODE="copy")
+    crashing = Crashing(records)
+    kill(h, crashing)
+    codes = [crashing.deliver(h) for _ in range(5)]
+    # Three attempts killed; the fourth ends it without running the stage again; a duplicate.
+    assert codes == [None, None, None, 200, 200]
+    assert crashing.kills == 3
+    [message] = h.messages("errors")
+    assert message["error"]["reason"] == "internal_error"
+    text = message["error"]["message"]
+    assert f"stopped during the {stage} stage" in text
+    assert "CLIPSEARCH_MAX_ATTEMPTS" in text
+    assert len(h.api.searches) == (1 if stage == "fetch" else 0)
+    assert h.records.read(KEY)[0].attempts == 4
+
+
+def test_attempts_killed_while_publishing_end_bounded_and_the_result_json_says_it(make_harness):
+    records = MemoryRecordStore()
+    h = make_harness(FakeSearchApi(HITS), records=records, CLIPSEARCH_FETCH_MODE="none")
+    crashing = Crashing(records)
+    h.publisher.publish = crashing.kill  # type: ignore[method-assign]
+    codes = [crashing.deliver(h) for _ in range(5)]
+    assert codes == [None, None, None, 200, 200]  # bounded: no fourth publish
+    assert crashing.kills == 3
+    stored = json.loads(h.storage.objects[RESULT].data)
+    assert stored["status"] == "success"
+    [line] = [x for x in h.log_lines() if x.get("event") == "outcome"]
+    assert line["severity"] == "ERROR"
+    assert "stopped during the publish stage" in line["message"]
+
+
+class RefreshError(Exception):
+    """Stands for google.auth's RefreshError: not a declared transient failure."""
+
+
+def failing_mark_published(records: MemoryRecordStore, times: int) -> dict[str, int]:
+    """The publish lands, then recording its message id fails in a way nobody planned."""
+    real = records.replace
+    state = {"failed": 0}
+
+    def write(key, record, generation):
+        if record.message_id is not None and state["failed"] < times:
+            state["failed"] += 1
+            raise RefreshError("token refresh failed")
+        return real(key, record, generation)
+
+    records.replace = write  # type: ignore[method-assign]
+    return state
+
+
+def test_an_outcome_once_stored_is_never_replaced_by_another(make_harness):
+    records = MemoryRecordStore()
+    h = make_harness(
+        FakeSearchApi(HITS),
+        records=records,
+        CLIPSEARCH_FETCH_MODE="none",
+        CLIPSEARCH_MAX_ATTEMPTS="1",
+    )
+    failing_mark_published(records, times=1)
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200  # at the cap: acknowledged
+    assert [m["status"] for m in h.messages()] == ["success"]
+    assert h.messages("errors") == []
+    assert json.loads(h.storage.objects[RESULT].data)["status"] == "success"
+    assert h.records.read(KEY)[0].message_id == ""  # ended, no publish confirmed
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200  # a duplicate from now on
+    assert len(h.messages()) == 1
+    assert [x["event"] for x in h.log_lines() if x.get("event") in ("outcome", "duplicate")] == [
+        "outcome",
+        "duplicate",
+    ]
+
+
+def test_a_stored_outcome_whose_recording_failed_is_published_again_identical(make_harness):
+    records = MemoryRecordStore()
+    h = make_harness(FakeSearchApi(HITS), records=records, CLIPSEARCH_FETCH_MODE="none")
+    failing_mark_published(records, times=1)
+    assert h.deliver("a.jpg", image_bytes()).status_code == 500
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200
+    first, second = h.messages()
+    assert first == second  # the documented residual: a second, identical copy
+    assert h.messages("errors") == []
+    assert len(h.api.searches) == 1
+
+
+def test_transient_redeliveries_do_not_count_towards_max_attempts(make_harness):
+    h = make_harness(
+        FakeSearchApi(TransientError("API code 0429"), TransientError("API code 0429"), HITS),
+        CLIPSEARCH_FETCH_MODE="copy",
+    )
+    glitch_once(h)
+    codes = [h.deliver("a.jpg", image_bytes()).status_code for _ in range(4)]
+    assert codes == [500, 500, 500, 200]  # two 0429s and a glitch: the glitch gets its retry
+    assert h.messages("errors") == []
+    assert [m["status"] for m in h.messages()] == ["success"]
+
+
+def test_a_query_failing_transiently_before_its_search_ends_as_retries_exhausted(make_harness):
+    h = make_harness(
+        FakeSearchApi(TransientError("API code 0429: too busy")),
+        CLIPSEARCH_FETCH_MODE="none",
+        CLIPSEARCH_MAX_EVENT_AGE_S="600",
+    )
+    assert h.deliver("a.jpg", image_bytes(), event_time=ago(30)).status_code == 500
+    assert h.deliver("a.jpg", image_bytes(), event_time=ago(700)).status_code == 200
+    [message] = h.messages("errors")
+    assert message["error"]["reason"] == "retries_exhausted"
+    assert "API code 0429: too busy" in message["error"]["message"]
+    assert h.api.searches == []
+
+
+def test_a_query_never_attempted_past_the_bound_is_event_too_old(make_harness):
+    h = make_harness(FakeSearchApi(HITS), CLIPSEARCH_MAX_EVENT_AGE_S="600")
+    assert h.deliver("a.jpg", image_bytes(), event_time=ago(700)).status_code == 200
+    [message] = h.messages("errors")
+    assert message["error"]["reason"] == "event_too_old"
+    assert h.api.searches == []
+
+
+def test_a_refused_search_whose_follow_up_fails_is_not_search_unconfirmed(make_harness):
+    api = FakeSearchApi(PermanentError(Reason.API_INVALID_REQUEST, "API code 0003"))
+    real_metadata = api.video_metadata
+    calls = {"n": 0}
+
+    def metadata(video_no, unique_id, deadline):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise TransientError("get_metadata: HTTP 503")
+        return real_metadata(video_no, unique_id, deadline)
+
+    api.video_metadata = metadata  # type: ignore[method-assign]
+    h = make_harness(api, CLIPSEARCH_FETCH_MODE="none")
+    assert h.deliver("a.jpg", image_bytes()).status_code == 500
+    assert h.records.read(KEY)[0].search_sent_at is None  # refused: not run, not billed
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200
+    [message] = h.messages("errors")
+    assert message["error"]["reason"] == "video_not_found"
+
+
+def test_the_record_never_holds_the_api_key(make_harness):
+    h = make_harness(
+        FakeSearchApi(
+            TransientError(f"API code 0429: busy for {API_KEY}"),
+            PermanentError(Reason.API_REJECTED, f"API code 7777: bad key {API_KEY}"),
+        ),
+        CLIPSEARCH_FETCH_MODE="none",
+    )
+    assert h.deliver("a.jpg", image_bytes()).status_code == 500
+    assert API_KEY not in h.records.read(KEY)[0].dumps().decode()
+    assert "***" in (h.records.read(KEY)[0].last_error or "")
+    assert h.deliver("a.jpg", image_bytes()).status_code == 200
+    record = h.records.read(KEY)[0]
+    assert API_KEY not in record.dumps().decode()
+    assert "***" in record.message["error"]["message"]
+    assert API_KEY.encode() not in h.storage.objects[RESULT].data
+
+
+@pytest.mark.parametrize(
+    ("name", "metadata"),
+    [
+        ("\ud800.jpg", {"video_no": "V1", "prompt": "p"}),
+        ("a.jpg", {"video_no": "V1", "prompt": "red \udcff shirt"}),
+    ],
+)
+def test_a_forged_event_that_is_not_utf8_is_dropped_not_retried(make_harness, name, metadata):
+    h = make_harness(FakeSearchApi(HITS))
+    response = h.deliver(name, image_bytes(), metadata, store=False)
+    assert response.status_code == 200
+    assert h.records.records == {}
+    assert h.publisher.messages == []
+    assert any("dropping unusable event" in x["message"] for x in h.log_lines())

@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import ClassVar
@@ -25,7 +26,7 @@ from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import ClipReason, ClipUnavailable
 from clipsearch.errors import AnswerLost, ClipSearchError, PermanentError, Reason, TransientError
-from clipsearch.idempotency import Claim, Idempotency
+from clipsearch.idempotency import Claim, Idempotency, Record
 from clipsearch.model import Query, QueryObject, SourceVideo
 from clipsearch.retry import RetryPolicy
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
@@ -298,13 +299,27 @@ def test_unknown_video_is_an_invalid_request_after_one_quick_retry(standin):
     assert standin.stats.billed_searches == 0
 
 
-@pytest.mark.parametrize("failure", [503, 500, "0429", "0409"])
+@pytest.mark.parametrize("failure", [503, 500, "0429"])
 def test_failures_the_vendor_answered_are_retried_then_succeed(standin, sample_video, failure):
     standin.knobs.merge({"fail_next": [failure], "bill_abandoned": True})
     api = client_for(standin, read_timeout=1.5)
     hits = api.search(query(), query_image_bytes(sample_video.path, 5.0), far())
     assert hits
     assert standin.stats.billed_searches == 1
+
+
+@pytest.mark.parametrize("failure", ["0409", 409])
+def test_a_search_the_vendor_is_already_handling_is_never_sent_again(
+    standin, sample_video, failure
+):
+    """0409: "duplicate request not allowed — already being handled: never double-submit".
+    An earlier request of ours may run and be billed: the query ends search_unconfirmed."""
+    standin.knobs.merge({"fail_next": [failure], "bill_abandoned": True})
+    with pytest.raises(PermanentError) as info:
+        client_for(standin).search(query(), query_image_bytes(sample_video.path, 5.0), far())
+    assert info.value.reason is Reason.SEARCH_UNCONFIRMED
+    assert "0409" in info.value.message
+    assert standin.stats.requests["search_clips_by_image"] == 1
 
 
 @pytest.mark.parametrize("billing", ["pessimistic", "lenient"])
@@ -459,9 +474,9 @@ def redirecting() -> Iterator[tuple[str, list[dict[str, str]]]]:
             s.server_close()
 
 
-def test_api_calls_never_follow_a_redirect(redirecting):
-    base, seen = redirecting
-    api = HttpSearchApi(
+def plain_client(base: str) -> HttpSearchApi:
+    """A client of a local server that is not the stand-in: one try, short timeouts."""
+    return HttpSearchApi(
         new_session(),
         api_key=KEY,
         base_url=base,
@@ -470,6 +485,11 @@ def test_api_calls_never_follow_a_redirect(redirecting):
         retry=RetryPolicy(1, 5),
         logger=logging.getLogger("test"),
     )
+
+
+def test_api_calls_never_follow_a_redirect(redirecting):
+    base, seen = redirecting
+    api = plain_client(base)
     with pytest.raises(PermanentError):
         api.search(query(), image_bytes(), far())
     with pytest.raises(ClipSearchError):
@@ -521,3 +541,79 @@ def test_the_search_sent_state_is_one_compare_and_swap_write(storage_client):
         f"\nsearch_sent write on fake-gcs-server: median {timings[15]:.1f} ms,"
         f" max {timings[-1]:.1f} ms"
     )
+
+
+def test_a_record_write_that_landed_is_ours_when_its_retry_gets_412(storage_client):
+    """The client retries a write whose response was lost; the retry's precondition then fails
+    (412) against the write that landed. An identical record is our own write, not a takeover."""
+    bucket = fresh_bucket(storage_client, "results")
+    store = GcsRecordStore(storage_client, bucket.name, "clipsearch/records/")
+    key = "queries/q.jpg#1"
+    first = Record(lease_until=time.time() + 540, created_at=time.time())
+    created = store.create(key, first)
+    assert created is not None
+    assert store.create(key, first) == created  # the create's retry: ours
+    assert store.create(key, replace(first, attempts=2)) is None  # someone else's
+    mine = replace(first, hits=())
+    landed = store.replace(key, mine, created)
+    assert landed is not None
+    assert store.replace(key, mine, created) == landed  # the replace's retry: ours
+    assert store.replace(key, replace(first, attempts=2), created) is None  # taken over
+    assert store.read(key) == (mine, landed)
+
+
+class _Dropping(http.server.BaseHTTPRequestHandler):
+    """Promises 100,000 bytes of video, sends 100, then drops the connection or trickles one
+    byte a second (under any read timeout, which restarts with every byte)."""
+
+    trickle = False
+
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"x" * 100)
+        self.wfile.flush()
+        for _ in range(30 if self.trickle else 0):
+            time.sleep(1.0)
+            try:
+                self.wfile.write(b"x")
+                self.wfile.flush()
+            except OSError:
+                break
+        self.close_connection = True
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.mark.parametrize("trickle", [False, True])
+def test_a_download_dropped_or_trickling_mid_body_is_a_transient_failure(storage_client, trickle):
+    handler = type("Handler", (_Dropping,), {"trickle": trickle})
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    base = f"http://127.0.0.1:{server.server_address[1]}/serve/api/v1"
+    api = plain_client(base)
+    store = GcsResultStore(storage_client, fresh_bucket(storage_client, "results").name)
+    deadline = time.monotonic() + 2.0
+    try:
+        with (
+            pytest.raises(TransientError) as info,
+            api.open_download(SourceVideo("b", "v.mp4"), deadline) as download,
+        ):
+            store.upload_stream(
+                "videos/v.mp4",
+                download.stream,
+                download.size,
+                download.content_type,
+                "gs://b/v.mp4",
+                deadline=deadline,
+            )
+        late = time.monotonic() - deadline
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "streaming gs://b/v.mp4" in info.value.message
+    assert KEY not in info.value.message
+    assert late < 1.0, f"the download ran {late:.1f}s past the event's deadline"

@@ -137,6 +137,16 @@ def test_max_attempts_defaults_to_three_and_must_be_positive():
         Settings.from_env({**BASE, "CLIPSEARCH_MAX_ATTEMPTS": "0"})
 
 
+@pytest.mark.parametrize("raw", ["LOUD", "verbose", "10"])
+def test_an_unknown_log_level_is_refused_naming_the_variable(raw):
+    with pytest.raises(ConfigError, match="CLIPSEARCH_LOG_LEVEL must be one of"):
+        Settings.from_env({**BASE, "CLIPSEARCH_LOG_LEVEL": raw})
+
+
+def test_log_level_names_are_taken_in_any_case():
+    assert Settings.from_env({**BASE, "CLIPSEARCH_LOG_LEVEL": "warning"}).log_level == "WARNING"
+
+
 LONG = "é" * 600  # 1,200 bytes in UTF-8: a legal object name can be 1,024 bytes by itself
 
 

@@ -149,7 +149,7 @@ class CopyFetcher:
         name = video_copy_name(self._prefix, source.bucket, source.blob)
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
             try:
-                artifact = self._results.copy_from_gcs(source, name, self._max_bytes)
+                artifact = self._results.copy_from_gcs(source, name, self._max_bytes, deadline)
             except FetchRefused as refusal:
                 return str(refusal)
             if artifact is not None:
@@ -157,7 +157,7 @@ class CopyFetcher:
             if self._source_mode is FetchSource.GCS:
                 return "source not readable in Cloud Storage"
             self._log.info("%s not readable in GCS; using the API download", source.uri)
-        existing = self._results.find_copy(name, source.uri)
+        existing = self._results.find_copy(name, source.uri, deadline)
         if existing is not None:
             return existing
         try:
@@ -305,13 +305,13 @@ class ClipFetcher:
             raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "no download route")
         return ranged
 
-    def _warm_cache(self, key: str | None) -> str | None:
+    def _warm_cache(self, key: str | None, deadline: float) -> str | None:
         """Load the sidecar index into the memory cache; returns the sidecar's name."""
         if key is None:
             return None
         name = index_name(self._prefix, key)
         if self._cache.get(key) is None:
-            blob = self._results.read_bytes(name)
+            blob = self._results.read_bytes(name, deadline)
             if blob is not None:
                 try:
                     self._cache.put(key, SourceIndex.loads(blob, max_bytes=self._max_index_bytes))
@@ -327,7 +327,7 @@ class ClipFetcher:
         ranged = self._open(source, deadline)
         key = ranged.cache_key
         version = key.rsplit("#", 1)[-1] if key and "#" in key else "download"
-        sidecar = self._warm_cache(key)
+        sidecar = self._warm_cache(key, deadline)
         outcomes: list[Artifact | _Fallback] = []
         opened: ClipSource | None = None
         try:
@@ -344,7 +344,7 @@ class ClipFetcher:
                     hit.end_time,
                     self._exact,
                 )
-                existing = self._results.find_artifact(name, "clip")
+                existing = self._results.find_artifact(name, "clip", deadline)
                 if existing is not None:
                     self._log_clip(context, existing, None, 0.0)
                     outcomes.append(existing)
@@ -423,6 +423,8 @@ class ClipFetcher:
                 "clipsearch-snapped": "true" if info.keyframe_snapped else "false",
                 "clipsearch-poster": poster_uri,
             }
+            if info.dropped_tracks:  # the clip's own notes: what of the source it leaves out
+                metadata["clipsearch-dropped-tracks"] = ", ".join(info.dropped_tracks)
             artifact = self._results.upload_file(
                 name, path, "video/mp4", metadata, "clip", deadline
             )

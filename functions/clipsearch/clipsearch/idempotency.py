@@ -7,8 +7,10 @@ the API returns them, then the outcome message, then the published message id. A
 therefore never searches twice and never publishes twice: it acknowledges a finished query,
 publishes a stored outcome, reuses stored hits, ends a query whose search was sent but never
 answered as `search_unconfirmed`, or — while another attempt holds the lease — raises to be
-retried later. `attempts` counts claims, so a failure that is not transient ends the query
-after a bounded number of them.
+retried later. `attempts` counts claims; `failures` counts the attempts that failed in a way
+nobody planned for — an unexpected exception, or a crash (a takeover of a lease that was never
+released) — since the query last made progress (hits or outcome stored), so such failures end
+the query after a bounded number of them while transient redeliveries do not count.
 """
 
 from __future__ import annotations
@@ -31,10 +33,22 @@ class Record:
     hits: tuple[Hit, ...] | None = None
     message: dict[str, Any] | None = None  # the outcome, plain JSON, before it is published
     topic: str | None = None
-    message_id: str | None = None
+    message_id: str | None = None  # "" : ended without a confirmed publish (given up)
     created_at: float | None = None  # epoch seconds of the first claim
     search_sent_at: float | None = None  # set right before the search request goes out
     last_error: str | None = None  # what the last failed attempt failed on
+    failures: int = 0  # unplanned failures and crashes since the last progress
+
+    @property
+    def stage(self) -> str:
+        """How far the query got, as the record shows it (no extra write needed)."""
+        if self.message is not None:
+            return "publish"
+        if self.hits is not None:
+            return "fetch"
+        if self.search_sent_at is not None:
+            return "search"
+        return "read"
 
     def dumps(self) -> bytes:
         return json.dumps(
@@ -49,6 +63,7 @@ class Record:
                 "created_at": self.created_at,
                 "search_sent_at": self.search_sent_at,
                 "last_error": self.last_error,
+                "failures": self.failures,
             },
             separators=(",", ":"),
         ).encode()
@@ -67,6 +82,7 @@ class Record:
             created_at=_float_or_none(doc.get("created_at")),
             search_sent_at=_float_or_none(doc.get("search_sent_at")),
             last_error=doc.get("last_error"),
+            failures=int(doc.get("failures", 0)),
         )
 
 
@@ -141,6 +157,17 @@ class Idempotency:
                 retry_after_s=record.lease_until - now,
             )
         taken = replace(record, lease_until=now + self._lease_s, attempts=record.attempts + 1)
+        if record.lease_until > 0:
+            # Expired but never released: the attempt holding it was stopped (killed, out of
+            # memory, past the platform's timeout) with no chance to say why. That counts.
+            taken = replace(
+                taken,
+                failures=record.failures + 1,
+                last_error=(
+                    f"attempt {record.attempts} was stopped during the {record.stage} stage"
+                    " (killed, out of memory or past the function's timeout)"
+                ),
+            )
         return self._save(Claim(key, taken, generation), taken)
 
     def _save(self, claim: Claim, record: Record) -> Claim:
@@ -150,7 +177,8 @@ class Idempotency:
         return Claim(claim.key, record, generation)
 
     def store_hits(self, claim: Claim, hits: list[Hit]) -> Claim:
-        return self._save(claim, replace(claim.record, hits=tuple(hits)))
+        """Progress: the failure count starts again for the next stage."""
+        return self._save(claim, replace(claim.record, hits=tuple(hits), failures=0))
 
     def mark_search_sent(self, claim: Claim, now: float) -> Claim:
         """Say a search is about to be sent: a takeover must then never send another."""
@@ -163,14 +191,23 @@ class Idempotency:
         return self._save(claim, replace(claim.record, search_sent_at=None))
 
     def store_outcome(self, claim: Claim, message: dict[str, Any], topic: str) -> Claim:
-        return self._save(claim, replace(claim.record, message=message, topic=topic))
+        """Progress: publishing gets its own CLIPSEARCH_MAX_ATTEMPTS failures."""
+        return self._save(claim, replace(claim.record, message=message, topic=topic, failures=0))
 
     def mark_published(self, claim: Claim, message_id: str) -> Claim:
         return self._save(claim, replace(claim.record, message_id=message_id, lease_until=0.0))
 
-    def release(self, claim: Claim, error: str | None = None) -> None:
-        """Give the lease up after a failure, so the redelivery need not wait; keep why."""
-        record = replace(claim.record, lease_until=0.0, last_error=error or claim.record.last_error)
+    def release(self, claim: Claim, error: str | None = None, *, failed: bool = False) -> None:
+        """Give the lease up after a failure, so the redelivery need not wait; keep why.
+
+        `failed`: the failure was not a planned, transient one; it counts towards the cap.
+        """
+        record = replace(
+            claim.record,
+            lease_until=0.0,
+            last_error=error or claim.record.last_error,
+            failures=claim.record.failures + (1 if failed else 0),
+        )
         with contextlib.suppress(TransientError):  # someone else holds it: nothing to release
             self._save(claim, record)
 
@@ -205,8 +242,8 @@ class Attempt:
     def mark_published(self, message_id: str) -> None:
         self.claim = self._idempotency.mark_published(self.claim, message_id)
 
-    def release(self, error: str | None = None) -> None:
+    def release(self, error: str | None = None, *, failed: bool = False) -> None:
         """Once: a second call (an outer handler after an inner one) does nothing."""
         if not self._released:
             self._released = True
-            self._idempotency.release(self.claim, error)
+            self._idempotency.release(self.claim, error, failed=failed)

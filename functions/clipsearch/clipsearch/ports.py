@@ -54,14 +54,19 @@ class ResultStore(Protocol):
         """Write (overwrite) a small JSON object; returns its gs:// URI."""
         ...
 
-    def find_copy(self, name: str, source_id: str) -> Artifact | None:
+    def find_copy(
+        self, name: str, source_id: str, deadline: float | None = None
+    ) -> Artifact | None:
         """An earlier copy of that source under that name, if one is there."""
         ...
 
-    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
+    def copy_from_gcs(
+        self, source: SourceVideo, name: str, max_bytes: int, deadline: float | None = None
+    ) -> Artifact | None:
         """Server-side copy; None when the source is not readable with our identity.
 
-        Raises FetchRefused when the source is larger than `max_bytes`.
+        Raises FetchRefused when the source is larger than `max_bytes`; with a deadline, every
+        call (and each step of a multi-call rewrite) ends there (TransientError).
         """
         ...
 
@@ -77,13 +82,15 @@ class ResultStore(Protocol):
         """Stream a body in; with a deadline, the upload stops (TransientError) when it passes."""
         ...
 
-    def read_bytes(self, name: str) -> bytes | None: ...
+    def read_bytes(self, name: str, deadline: float | None = None) -> bytes | None: ...
 
     def write_bytes(
         self, name: str, data: bytes, content_type: str, deadline: float | None = None
     ) -> None: ...
 
-    def find_artifact(self, name: str, mode: str) -> Artifact | None: ...
+    def find_artifact(
+        self, name: str, mode: str, deadline: float | None = None
+    ) -> Artifact | None: ...
 
     def upload_file(
         self,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -22,11 +23,13 @@ from clipsearch.errors import (
     TransientError,
     where_raised,
 )
-from clipsearch.idempotency import Attempt, Finished, Idempotency
+from clipsearch.idempotency import Attempt, Finished, Idempotency, Record
 from clipsearch.logs import ALERT, ContextLogger
 from clipsearch.model import Hit, Query, QueryObject, Timings
 from clipsearch.ports import Fetcher, ImageReader, Publisher, ResultStore, SearchApi
 from clipsearch.settings import Settings
+
+GIVEN_UP = ""  # the record's message id when delivery was given up on (none confirmed)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,14 @@ class Outcome:
     status: str  # success | error | skipped | duplicate
     message_id: str | None
     message: dict[str, Any] | None
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _utc_now() -> str:
@@ -89,6 +100,14 @@ class ClipSearchService:
             # No bucket/object: nothing a subscriber could correlate, so log and acknowledge.
             self._log.error("dropping unusable event: %s", error, extra={"event_id": event_id})
             return Outcome("skipped", None, None)
+        texts = [obj.bucket, obj.name, obj.content_type, *obj.metadata, *obj.metadata.values()]
+        if not all(_is_utf8(text) for text in texts):
+            # Cloud Storage's names and metadata are UTF-8: a lone surrogate only comes from a
+            # forged event, which no object (nor record, nor subscriber) could ever match.
+            self._log.error(
+                "dropping unusable event: %s", Reason.BAD_EVENT, extra={"event_id": event_id}
+            )
+            return Outcome("skipped", None, None)
         log = ContextLogger(
             self._log,
             {
@@ -117,7 +136,7 @@ class ClipSearchService:
             raise
         if isinstance(claim, Finished):
             log.info(
-                "duplicate delivery: the outcome was published already",
+                "duplicate delivery: the query has ended already",
                 extra={"status": "duplicate", "event": "duplicate"},
             )
             return Outcome("duplicate", claim.record.message_id, claim.record.message)
@@ -129,8 +148,13 @@ class ClipSearchService:
             age_s = max(age_s, now - claim.record.created_at)
         try:
             return self._run(obj, attempt, age_s, started, deadline, log)
-        except BaseException:
-            attempt.release()  # let the redelivery start at once (a no-op if released already)
+        except BaseException as error:
+            # Let the redelivery start at once (a no-op if released already). What escaped
+            # `_run` unhandled, other than a transient failure, counts as a failed attempt.
+            failed = not isinstance(error, TransientError)
+            attempt.release(
+                self._mask(f"unexpected {where_raised(error)}") if failed else None, failed=failed
+            )
             raise
 
     def _run(
@@ -144,20 +168,33 @@ class ClipSearchService:
     ) -> Outcome:
         """Answer, record, deliver; a failure either asks for a redelivery or ends the query.
 
-        Transient failures are redelivered while the query is younger than
-        CLIPSEARCH_MAX_EVENT_AGE_S, then end it as `retries_exhausted`. Anything else that
-        is not a PermanentError (a bug, a malformed input nobody planned for) is retried
-        until the record counts CLIPSEARCH_MAX_ATTEMPTS attempts, then ends it as
-        `internal_error`. Either way the query gets one outcome, in bounded time.
+        A stored outcome is only ever delivered, never replaced. Otherwise a query ends
+        before any work when the record says it must: a search sent but never answered
+        (`search_unconfirmed`); CLIPSEARCH_MAX_ATTEMPTS unplanned failures or crashes since
+        its last progress (`internal_error`); past CLIPSEARCH_MAX_EVENT_AGE_S, something that
+        kept failing (`retries_exhausted`) or nothing tried yet (`event_too_old`). Transient
+        failures are redelivered while the query is younger than the bound, then end it as
+        `retries_exhausted`; an unplanned exception counts one failure, and the one that
+        reaches the cap ends it as `internal_error`.
         """
         stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
+        stored = attempt.record
         try:
-            stored = attempt.record
             if stored.message is not None and stored.topic is not None:
+                if stored.failures >= self.settings.max_attempts:
+                    return self._give_up(
+                        attempt, stored.message, stored.failures, stored.last_error, log
+                    )
                 log.info("publishing the outcome an earlier attempt stored")
                 message, topic = stored.message, stored.topic
             else:
-                message, topic = self._answer(obj, attempt, age_s, started, deadline, stages)
+                early = self._ended_early(stored, age_s)
+                if early is not None:
+                    message = self._error_message(obj, *early, started, stages)
+                    topic = self.settings.errors_topic
+                else:
+                    message, topic = self._answer(obj, attempt, age_s, started, deadline, stages)
+                message = self._masked(message)
                 attempt.store_outcome(message, topic)
             return self._deliver(attempt, message, topic, age_s, log)
         except TransientError as error:
@@ -167,32 +204,123 @@ class ClipSearchService:
                 self._retry_later(attempt, error.message, log)
                 raise
             reason = Reason.RETRIES_EXHAUSTED
-            text = (
-                f"still failing {age_s:.0f}s after the upload, past CLIPSEARCH_MAX_EVENT_AGE_S"
-                f" ({self.settings.max_event_age_s:.0f}s), after {attempt.record.attempts}"
-                f" attempts: {error.message}"
-            )
+            text = self._exhausted(age_s, attempt.record.attempts, error.message)
         except Exception as error:
             where = where_raised(error)
-            attempts = attempt.record.attempts
-            if attempts < self.settings.max_attempts:
+            failures = attempt.record.failures + 1
+            if failures < self.settings.max_attempts:
                 log.error(
                     "attempt %d failed unexpectedly (%s); retrying",
-                    attempts,
+                    attempt.record.attempts,
                     where,
                     exc_info=True,
-                    extra={"event": "retry", "attempt": attempts},
+                    extra={"event": "retry", "attempt": attempt.record.attempts},
                 )
-                attempt.release(f"unexpected {where}")
+                attempt.release(self._mask(f"unexpected {where}"), failed=True)
                 raise
-            log.error("unexpected failure: %s", where, exc_info=True, extra={"attempt": attempts})
+            if attempt.record.message is not None:
+                # Stored (perhaps published already): never a second, different outcome.
+                log.error("unexpected failure: %s", where, exc_info=True)
+                return self._give_up(
+                    attempt, attempt.record.message, failures, f"unexpected {where}", log
+                )
+            log.error("unexpected failure: %s", where, exc_info=True, extra={"attempt": failures})
             reason = Reason.INTERNAL_ERROR
-            text = f"{where}, on attempt {attempts} of {self.settings.max_attempts}"
+            text = (
+                f"{where}, failure {failures} of CLIPSEARCH_MAX_ATTEMPTS"
+                f" ({self.settings.max_attempts}) during the {attempt.record.stage} stage"
+            )
             if attempt.record.last_error:
                 text += f" (before: {attempt.record.last_error})"
-        message = self._error_message(obj, reason, text, started, stages)
+        message = self._masked(self._error_message(obj, reason, text, started, stages))
         attempt.store_outcome(message, self.settings.errors_topic)
         return self._deliver(attempt, message, self.settings.errors_topic, age_s, log)
+
+    def _give_up(
+        self,
+        attempt: Attempt,
+        message: dict[str, Any],
+        failures: int,
+        last: str | None,
+        log: ContextLogger,
+    ) -> Outcome:
+        """A stored outcome whose delivery failed unexpectedly (or was stopped) on
+        CLIPSEARCH_MAX_ATTEMPTS attempts: acknowledge, with the result JSON saying it.
+
+        It may have been published already (e.g. the publish landed, then recording it
+        failed), so it is never replaced by another outcome.
+        """
+        name, uri = self._result_uri_of(message)
+        try:
+            self._results.write_json(name, self._mask_bytes(messages.encode(message)))
+            holds = f"{uri} holds the outcome"
+        except Exception as error:  # best effort: the attempt ends either way
+            holds = f"its result JSON could not be written either ({where_raised(error)})"
+        try:
+            # Ended: a later delivery is a duplicate (an empty message id: none confirmed).
+            attempt.mark_published(GIVEN_UP)
+        except Exception:  # then a later delivery gives up again, at once
+            attempt.release(self._mask(last or ""), failed=True)
+        self._log_outcome(
+            log,
+            message,
+            attempt,
+            f"delivery failed unexpectedly or was stopped on {failures} attempts (the last:"
+            f" {self._mask(last or 'unknown')}); not retried (it may have been published): {holds}",
+            level=logging.ERROR,
+        )
+        return Outcome(message["status"], None, message)
+
+    def _mask_bytes(self, data: bytes) -> bytes:
+        return data.replace(self.settings.api_key.encode(), b"***")
+
+    def _ended_early(self, stored: Record, age_s: float) -> tuple[Reason, str] | None:
+        """The outcome the record already implies, so nothing is run (or paid) again."""
+        if stored.hits is None and stored.search_sent_at is not None:
+            return (
+                Reason.SEARCH_UNCONFIRMED,
+                f"an earlier attempt sent the search {self._now() - stored.search_sent_at:.0f}s"
+                " ago and stopped before recording its answer (the instance was stopped);"
+                " it may have been billed, so it is not sent again",
+            )
+        if stored.failures >= self.settings.max_attempts:
+            return (
+                Reason.INTERNAL_ERROR,
+                f"{stored.failures} attempts failed unexpectedly or were stopped during the"
+                f" {stored.stage} stage (CLIPSEARCH_MAX_ATTEMPTS is"
+                f" {self.settings.max_attempts}); the last: {stored.last_error}",
+            )
+        if age_s > self.settings.max_event_age_s:
+            if stored.last_error is not None:
+                return (
+                    Reason.RETRIES_EXHAUSTED,
+                    self._exhausted(age_s, stored.attempts - 1, stored.last_error),
+                )
+            if stored.hits is None:
+                return (
+                    Reason.EVENT_TOO_OLD,
+                    f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
+                    f" ({self.settings.max_event_age_s:.0f}s)",
+                )
+        return None
+
+    def _exhausted(self, age_s: float, attempts: int, what: str) -> str:
+        return (
+            f"still failing {age_s:.0f}s after the upload, past CLIPSEARCH_MAX_EVENT_AGE_S"
+            f" ({self.settings.max_event_age_s:.0f}s), after {attempts} attempts: {what}"
+        )
+
+    def _mask(self, text: str) -> str:
+        """The API key never reaches the record, the result JSON or a message."""
+        return text.replace(self.settings.api_key, "***")
+
+    def _masked(self, message: dict[str, Any]) -> dict[str, Any]:
+        wire = json.dumps(message)
+        secret = json.dumps(self.settings.api_key)[1:-1]
+        if secret not in wire:
+            return message
+        masked: dict[str, Any] = json.loads(wire.replace(secret, "***"))
+        return masked
 
     def _answer(
         self,
@@ -208,19 +336,6 @@ class ClipSearchService:
         query: Query | None = None
         mark = started
         try:
-            if stored.hits is None and stored.search_sent_at is not None:
-                raise PermanentError(
-                    Reason.SEARCH_UNCONFIRMED,
-                    f"an earlier attempt sent the search {self._now() - stored.search_sent_at:.0f}s"
-                    " ago and stopped before recording its answer (the instance was stopped);"
-                    " it may have been billed, so it is not sent again",
-                )
-            if stored.hits is None and age_s > self.settings.max_event_age_s:
-                raise PermanentError(
-                    Reason.EVENT_TOO_OLD,
-                    f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
-                    f" ({self.settings.max_event_age_s:.0f}s)",
-                )
             query = self._validate(obj)
             if stored.hits is not None:
                 hits = list(stored.hits)  # searched (and billed) already: never again
@@ -295,7 +410,7 @@ class ClipSearchService:
             why,
             extra={"event": "retry", "attempt": attempt.record.attempts},
         )
-        attempt.release(why)
+        attempt.release(self._mask(why))
 
     def _search(
         self, query: Query, image: bytes, age_s: float, deadline: float, attempt: Attempt
@@ -305,7 +420,8 @@ class ClipSearchService:
         Right before the request leaves, the record says a search is in flight: should this
         instance die before the answer is stored, the takeover ends the query as
         `search_unconfirmed` instead of paying again. When the search provably did not run
-        (a transient failure) or was answered with a refusal that is retried, the mark goes.
+        (a transient failure) or was answered with a refusal (0001/0003), the mark goes. A
+        0409 (the vendor is already handling the same request) keeps it: see the adapter.
         """
 
         def before_send() -> None:
@@ -333,6 +449,9 @@ class ClipSearchService:
             if error.reason is not Reason.API_INVALID_REQUEST:
                 raise
             refusal = error
+        # Refused (0001/0003), so not run nor billed: say so before asking why, or a failing
+        # metadata call would leave the mark and end the query as search_unconfirmed.
+        attempt.clear_search_sent()
         try:
             meta = self._api.video_metadata(query.video_no, query.unique_id, deadline)
         except PermanentError:
@@ -343,7 +462,6 @@ class ClipSearchService:
             ) from None
         if meta.status == "UNPARSE":
             if age_s < self.settings.unindexed_window_s:
-                attempt.clear_search_sent()  # refused, so not billed: the retry may search
                 raise TransientError(
                     f"video {query.video_no} is still being indexed", retry_after_s=60
                 )
@@ -382,14 +500,13 @@ class ClipSearchService:
         is not retried: the result JSON, written first, says the outcome (and a later
         delivery of the same event, if one comes, still publishes the stored message)."""
         name, uri = self._result_uri_of(message)
-        secret = self.settings.api_key.encode()
-        self._results.write_json(name, messages.encode(message).replace(secret, b"***"))
+        self._results.write_json(name, self._mask_bytes(messages.encode(message)))
         try:
             message_id = self._publish(topic, message)
         except TransientError as error:
             if age_s <= self.settings.max_event_age_s:
                 raise
-            attempt.release(error.message)
+            attempt.release(self._mask(error.message))
             self._log_outcome(
                 log,
                 message,

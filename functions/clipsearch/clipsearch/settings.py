@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -77,13 +78,15 @@ SETTINGS: tuple[Setting, ...] = (
         "Older queries are not searched (event_too_old) nor retried (retries_exhausted).",
     ),
     Setting(
-        "CLIPSEARCH_MAX_ATTEMPTS", "3", "Attempts before an unplanned error is internal_error."
+        "CLIPSEARCH_MAX_ATTEMPTS",
+        "3",
+        "Unplanned failures or crashed attempts (per stage) before internal_error.",
     ),
     Setting("CLIPSEARCH_UNINDEXED_WINDOW_S", "1800", "How long to wait for a video's indexing."),
     Setting("CLIPSEARCH_MAX_FETCH_BYTES", str(10 * 1024**3), "Cap on bytes fetched per query."),
     Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
     Setting("CLIPSEARCH_MAX_METADATA_CHARS", "2000", "Cap on each metadata value's length."),
-    Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "Python log level name."),
+    Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
     Setting(
         "CLIPSEARCH_RESULT_RETENTION_DAYS",
         "30",
@@ -179,6 +182,13 @@ class Settings:
                 raise ConfigError(f"{name} must be true or false, got {raw!r}")
             return raw in ("true", "1", "yes")
 
+        def log_level() -> str:
+            raw = get("CLIPSEARCH_LOG_LEVEL").upper()
+            allowed = sorted(n for n in logging.getLevelNamesMapping() if n != "NOTSET")
+            if raw not in allowed:
+                raise ConfigError(f"CLIPSEARCH_LOG_LEVEL must be one of {allowed}, got {raw!r}")
+            return raw
+
         results_topic = get("CLIPSEARCH_RESULTS_TOPIC")
         max_image = int(number("CLIPSEARCH_MAX_IMAGE_BYTES", int, 1))
         if max_image > API_MAX_IMAGE_BYTES:
@@ -218,7 +228,7 @@ class Settings:
             max_fetch_bytes=int(number("CLIPSEARCH_MAX_FETCH_BYTES", int, 1)),
             max_image_bytes=max_image,
             max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
-            log_level=get("CLIPSEARCH_LOG_LEVEL").upper(),
+            log_level=log_level(),
             result_retention_days=int(number("CLIPSEARCH_RESULT_RETENTION_DAYS", int, 1)),
         )
         if settings.clip_fallback is FetchMode.CLIP:

@@ -18,6 +18,7 @@ from typing import IO, Any, ParamSpec, TypeVar
 
 import google.auth.exceptions
 import requests
+import urllib3
 from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
@@ -59,6 +60,15 @@ TRANSIENT_GCS: tuple[type[BaseException], ...] = (
 )
 
 
+# What reading a download's body (response.raw) raises when the connection drops or stalls.
+DROPPED_BODY: tuple[type[BaseException], ...] = (
+    OSError,
+    ValueError,
+    urllib3.exceptions.HTTPError,
+    requests.RequestException,
+)
+
+
 @contextmanager
 def transient_gcs(what: str) -> Iterator[None]:
     """Turn Cloud Storage's passing failures into TransientError (the type name only)."""
@@ -82,12 +92,20 @@ def _transient(what: str) -> Callable[[Callable[P, T]], Callable[P, T]]:
 
 def bounded(deadline: float | None, clock: Callable[[], float] = time.monotonic) -> dict[str, Any]:
     """BOUNDED, shortened to end at `deadline` (time.monotonic) when one is given."""
+    return _shorter(BOUNDED, deadline, clock)
+
+
+def _shorter(
+    limits: dict[str, Any], deadline: float | None, clock: Callable[[], float] = time.monotonic
+) -> dict[str, Any]:
+    """Retry budget and timeouts cut to the time left before `deadline` (at least 0.5 s)."""
     if deadline is None:
-        return BOUNDED
+        return limits
     left = max(0.5, deadline - clock())
+    connect, read = limits["timeout"]
     return {
-        "retry": DEFAULT_RETRY.with_timeout(min(20.0, left)),
-        "timeout": (min(5.0, left), min(30.0, left)),
+        "retry": limits["retry"].with_timeout(min(limits["retry"].timeout, left)),
+        "timeout": (min(connect, left), min(read, left)),
     }
 
 
@@ -149,22 +167,24 @@ class GcsResultStore:
         blob.custom_time = self._now()
         return blob
 
-    def _refresh(self, blob: storage.Blob) -> bool:
+    def _refresh(self, blob: storage.Blob, deadline: float | None = None) -> bool:
         """A reused artifact lives on from now: move its customTime forward (one metadata
         patch), unless it moved less than REFRESH_AFTER ago. True when it patched."""
         now = self._now()
         current = blob.custom_time
         if current is not None and current >= now - REFRESH_AFTER:
             return False
-        self._patch_custom_time(blob, now)
+        self._patch_custom_time(blob, now, deadline)
         return True
 
-    def _patch_custom_time(self, blob: storage.Blob, when: datetime) -> None:
+    def _patch_custom_time(
+        self, blob: storage.Blob, when: datetime, deadline: float | None = None
+    ) -> None:
         blob.custom_time = when
         # Gone (nothing to keep); or a concurrent reuse is writing it (429) or has moved it
         # past `when` already (400: customTime never moves back). Either way it is kept.
         with contextlib.suppress(gexc.NotFound, gexc.TooManyRequests, gexc.BadRequest):
-            blob.patch(**REFRESH)
+            blob.patch(**_shorter(REFRESH, deadline))
 
     @_transient("write")
     def write_json(self, name: str, payload: bytes) -> str:
@@ -189,18 +209,20 @@ class GcsResultStore:
         )
 
     @_transient("read")
-    def read_bytes(self, name: str) -> bytes | None:
+    def read_bytes(self, name: str, deadline: float | None = None) -> bytes | None:
         """A cached artifact (an MP4 index sidecar): reading it is reusing it, so it is kept."""
-        blob = self._bucket.get_blob(name, **BOUNDED)
+        blob = self._bucket.get_blob(name, **bounded(deadline))
         if blob is None:
             return None
         try:
             data = bytes(
-                self._bucket.blob(name, generation=blob.generation).download_as_bytes(**BOUNDED)
+                self._bucket.blob(name, generation=blob.generation).download_as_bytes(
+                    **bounded(deadline)
+                )
             )
         except gexc.NotFound:
             return None
-        self._refresh(blob)
+        self._refresh(blob, deadline)
         return data
 
     @_transient("write")
@@ -212,17 +234,17 @@ class GcsResultStore:
         )
 
     @_transient("read")
-    def find_artifact(self, name: str, mode: str) -> Artifact | None:
+    def find_artifact(self, name: str, mode: str, deadline: float | None = None) -> Artifact | None:
         """An earlier clip, kept alive with its poster: a result will point at both."""
-        blob = self._bucket.get_blob(name, **BOUNDED)
+        blob = self._bucket.get_blob(name, **bounded(deadline))
         if blob is None:
             return None
         artifact = self._artifact(blob, mode, reused=True)
-        if self._refresh(blob) and artifact.poster_uri:
+        if self._refresh(blob, deadline) and artifact.poster_uri:
             # Written with the clip and refreshed with it: the same time, no read needed.
             bucket, _, poster = artifact.poster_uri.removeprefix("gs://").partition("/")
             if bucket == self.bucket and poster:
-                self._patch_custom_time(self._bucket.blob(poster), blob.custom_time)
+                self._patch_custom_time(self._bucket.blob(poster), blob.custom_time, deadline)
         return artifact
 
     @_transient("upload")
@@ -241,17 +263,29 @@ class GcsResultStore:
         return self._artifact(blob, mode, reused=False)
 
     @_transient("read")
-    def find_copy(self, name: str, source_id: str) -> Artifact | None:
-        blob = self._bucket.get_blob(name, **BOUNDED)
+    def find_copy(
+        self, name: str, source_id: str, deadline: float | None = None
+    ) -> Artifact | None:
+        blob = self._bucket.get_blob(name, **bounded(deadline))
         if blob is not None and (blob.metadata or {}).get(SOURCE_KEY) == source_id:
-            self._refresh(blob)
+            self._refresh(blob, deadline)
             return self._artifact(blob, "copy", reused=True)
         return None
 
     @_transient("copy")
-    def copy_from_gcs(self, source: SourceVideo, name: str, max_bytes: int) -> Artifact | None:
+    def copy_from_gcs(
+        self,
+        source: SourceVideo,
+        name: str,
+        max_bytes: int,
+        deadline: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> Artifact | None:
+        """Server-side copy; every call, and the rewrite loop, ends at `deadline`."""
         try:
-            src = self._client.bucket(source.bucket).get_blob(source.blob, **BOUNDED)
+            src = self._client.bucket(source.bucket).get_blob(
+                source.blob, **bounded(deadline, clock)
+            )
         except gexc.Forbidden:
             return None
         if src is None:
@@ -259,18 +293,20 @@ class GcsResultStore:
         if int(src.size or 0) > max_bytes:
             raise FetchRefused(f"{src.size} bytes is over the per-query fetch cap ({max_bytes})")
         pinned = source_id(source, src.generation)
-        existing = self.find_copy(name, pinned)
+        existing = self.find_copy(name, pinned, deadline)
         if existing is not None:
             return existing
         dest = self._stamp(self._bucket.blob(name))  # the rewrite sends it with the metadata
         dest.metadata = {SOURCE_KEY: pinned}
         pinned_src = self._client.bucket(source.bucket).blob(source.blob, generation=src.generation)
-        token, _, _ = dest.rewrite(pinned_src, **BOUNDED)
+        token, _, _ = dest.rewrite(pinned_src, **bounded(deadline, clock))
         while token is not None:  # large objects take several rewrite calls
-            token, _, _ = dest.rewrite(pinned_src, token=token, **BOUNDED)
-        dest.reload(**BOUNDED)
+            if deadline is not None and clock() >= deadline:
+                raise TimeoutError("the event's deadline passed during the rewrite")
+            token, _, _ = dest.rewrite(pinned_src, token=token, **bounded(deadline, clock))
+        dest.reload(**bounded(deadline, clock))
         if dest.custom_time is None:  # a server that drops it from the rewrite (fake-gcs-server)
-            self._patch_custom_time(dest, self._now())
+            self._patch_custom_time(dest, self._now(), deadline)
         return self._artifact(dest, "copy", reused=False)
 
     @_transient("upload")
@@ -290,11 +326,13 @@ class GcsResultStore:
             body = _DeadlineStream(stream, deadline, time.monotonic)  # type: ignore[assignment]
         try:
             blob.upload_from_file(body, size=size, content_type=content_type, **bounded(deadline))
-        except (OSError, ValueError) as error:
+        except DROPPED_BODY as error:
+            # The download dropped or stalled mid-body (urllib3 raises its own errors from
+            # response.raw, neither OSError nor requests'): a passing failure, not a bug.
             raise TransientError(
                 f"streaming {source_id} into gs://{self.bucket}: {type(error).__name__}"
             ) from None
-        blob.reload(**BOUNDED)
+        blob.reload(**bounded(deadline))
         return self._artifact(blob, "copy", reused=False)
 
 
@@ -334,23 +372,31 @@ class GcsRecordStore:
 
     def _write(self, key: str, record: Record, if_generation_match: int) -> int | None:
         blob = self._bucket.blob(self._name(key))
+        data = record.dumps()
         try:
             blob.upload_from_string(
-                record.dumps(),
+                data,
                 content_type="application/json",
                 if_generation_match=if_generation_match,
                 **BOUNDED,
             )
         except gexc.PreconditionFailed:
-            return None
+            return self._ours(key, data)
         return int(blob.generation)
 
-    @_transient("record write")
-    def create(self, key: str, record: Record) -> int | None:
-        return self._write(key, record, 0)
+    def _ours(self, key: str, data: bytes) -> int | None:
+        """After a 412: the generation, when the record is exactly what we wrote.
 
-    @_transient("record read")
-    def read(self, key: str) -> tuple[Record, int] | None:
+        The client retries a write whose response was lost; the retry then fails its own
+        precondition against the write that did land. Each record holds this attempt's lease
+        time, so an identical one is ours, not another attempt's.
+        """
+        found = self._read_raw(key)
+        if found is None or found[0] != data:
+            return None
+        return found[1]
+
+    def _read_raw(self, key: str) -> tuple[bytes, int] | None:
         blob = self._bucket.get_blob(self._name(key), **BOUNDED)
         if blob is None:
             return None
@@ -359,7 +405,16 @@ class GcsRecordStore:
             data = self._bucket.blob(blob.name, generation=generation).download_as_bytes(**BOUNDED)
         except gexc.NotFound:
             return None
-        return Record.loads(data), generation
+        return bytes(data), generation
+
+    @_transient("record write")
+    def create(self, key: str, record: Record) -> int | None:
+        return self._write(key, record, 0)
+
+    @_transient("record read")
+    def read(self, key: str) -> tuple[Record, int] | None:
+        found = self._read_raw(key)
+        return None if found is None else (Record.loads(found[0]), found[1])
 
     @_transient("record write")
     def replace(self, key: str, record: Record, generation: int) -> int | None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -14,6 +16,7 @@ import requests
 import urllib3
 
 from clipsearch.clipping import ClipReason, ClipUnavailable, HttpRangeSource, RangeSource
+from clipsearch.clipping.sources import abort_response
 from clipsearch.core import api
 from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
@@ -132,8 +135,9 @@ class HttpSearchApi:
         """Hits; retried only on failures after which the vendor cannot have run the search.
 
         A search whose answer is lost may have been billed: it ends the query as
-        `search_unconfirmed` instead of being sent again. `before_send` runs after the rate
-        wait, right before each request goes out.
+        `search_unconfirmed` instead of being sent again; so does a 0409 (the same search is
+        already being handled). `before_send` runs after the rate wait, right before each
+        request goes out.
         """
         form = api.build_search_form(self._base, query)
 
@@ -146,9 +150,19 @@ class HttpSearchApi:
                     data=list(form.fields),
                     files=[("file", (form.filename, image, form.content_type))],
                 )
-                return api.interpret_search_response(
-                    response.status_code, dict(response.headers), response.content
-                )
+                try:
+                    return api.interpret_search_response(
+                        response.status_code, dict(response.headers), response.content
+                    )
+                except TransientError:
+                    if _already_handling(response):
+                        raise PermanentError(
+                            Reason.SEARCH_UNCONFIRMED,
+                            "the API says the same search is already being handled (0409): an"
+                            " earlier request of this query may run and be billed, so it is not"
+                            " sent again",
+                        ) from None
+                    raise
             except AnswerLost as error:
                 raise PermanentError(
                     Reason.SEARCH_UNCONFIRMED,
@@ -214,6 +228,10 @@ class HttpSearchApi:
         response: requests.Response = self._retrying(
             "download", once, deadline, self._download_limiter
         )
+        # A read timeout restarts with every byte: a trickling body is cut off at the deadline.
+        timer = threading.Timer(max(0.0, deadline - self._clock()), abort_response, (response,))
+        timer.daemon = True
+        timer.start()
         try:
             response.raw.decode_content = True
             length = response.headers.get("Content-Length")
@@ -223,7 +241,21 @@ class HttpSearchApi:
                 content_type=response.headers.get("Content-Type", "video/mp4"),
             )
         finally:
+            timer.cancel()
             response.close()
+
+
+def _already_handling(response: requests.Response) -> bool:
+    """0409 / HTTP 409: the vendor has the same request in flight (its docs: "already being
+    handled: never double-submit"). Sending again could pay twice, so the search is not
+    retried: the query ends as `search_unconfirmed`, its mark kept."""
+    if response.status_code == 409:
+        return True
+    try:
+        code = json.loads(response.content).get("code")
+    except (ValueError, AttributeError):
+        return False
+    return str(code) in ("0409", "409")
 
 
 class _NotSent(Exception):
