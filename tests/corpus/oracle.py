@@ -1,0 +1,358 @@
+"""A correctness oracle for clips: decode the clip and its source and compare what they show.
+
+Stream copy means a clip's frames, decoded from its first keyframe, are bit-identical to the
+source's frames at the same presentation times. So, with `shift` = the clip's reported start:
+every clip frame at clip time t must be the source frame at t + shift (same md5 of the decoded
+planes), the clip must hold every source frame in [start, end) and nothing else, its first
+frame must show at 0 and the reported end must be its last frame's end (the reported times
+are the clip's real presentation times), the clip must cover the hit (snapped at most to the
+latest keyframe at or before it), and each audio packet (byte-identical under stream copy)
+must sit within one audio frame of where the source has it relative to the video. Audio
+tracks the source has must be in the clip, unless the clip's info says they were dropped.
+
+Everything is decoded with PyAV (the FFmpeg that the engine uses), so both sides see the same
+edit-list handling; frames hidden by an edit list are not part of either timeline.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import itertools
+import json
+import shutil
+import statistics
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import av
+
+TIME_TOL = 0.003  # seconds: timestamp rounding between timescales
+
+
+@dataclass(frozen=True)
+class Frame:
+    time: float
+    end: float
+    digest: str
+    intra: bool  # decoded as an I picture (a real keyframe, not an intra-refresh point)
+
+
+@dataclass(frozen=True)
+class Packet:
+    time: float
+    end: float
+    digest: str
+
+
+@dataclass(frozen=True)
+class Media:
+    """What a file shows: decoded video frames in display order, audio packets per track."""
+
+    frames: tuple[Frame, ...]
+    sync_times: frozenset[float]  # presentation times of packets flagged as sync samples
+    audio: tuple[tuple[Packet, ...], ...]
+    audio_decoded: tuple[int, ...]  # decoded frames per audio track (0: does not decode)
+    codec_tag: str
+    rotation: float
+    stored_end: float  # where the file says its video ends: max(pts + stored duration)
+
+    @property
+    def video_end(self) -> float:
+        return self.frames[-1].end if self.frames else 0.0
+
+
+def _digest(frame: Any) -> str:
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    return hashlib.md5(frame.to_ndarray().tobytes()).hexdigest()
+
+
+def _rotation(path: Path) -> float:
+    exe = shutil.which("ffprobe")
+    if exe is None:
+        return 0.0
+    out = subprocess.run(
+        [exe, "-v", "error", "-select_streams", "v:0", "-show_streams", "-of", "json", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    ).stdout
+    streams = json.loads(out or "{}").get("streams", [])
+    for side in streams[0].get("side_data_list", []) if streams else []:
+        if "rotation" in side:
+            return float(side["rotation"])
+    return 0.0
+
+
+def scan(path: str | Path, *, decode_audio: bool = False, rotation: bool = True) -> Media:
+    """Decode the video fully and list the audio packets. Raises on an unreadable file.
+
+    `rotation=False` skips the ffprobe call (PyAV does not expose the display matrix).
+    """
+    path = Path(path)
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        v = container.streams.video[0]
+        tb = v.time_base
+        assert tb is not None, "video without a time base"
+        sync: set[float] = set()
+        audio_streams: list[Any] = list(container.streams.audio)
+        audio: list[list[Packet]] = [[] for _ in audio_streams]
+        decoders = [s.codec_context for s in audio_streams] if decode_audio else []
+        decoded = [0] * len(audio_streams)
+        raw: list[Any] = []
+        for packet in container.demux(v, *audio_streams):
+            if packet.stream is v:
+                if packet.pts is not None and packet.is_keyframe and packet.size:
+                    sync.add(round(float(packet.pts * tb), 4))
+                for frame in v.codec_context.decode(packet):
+                    raw.append(frame)
+            else:
+                n = audio_streams.index(packet.stream)
+                if packet.size and packet.pts is not None and not packet.is_discard:
+                    # discarded: outside the edit list, never played
+                    t = float(packet.pts * packet.time_base)
+                    audio[n].append(
+                        Packet(
+                            t,
+                            t + float((packet.duration or 0) * packet.time_base),
+                            hashlib.md5(bytes(packet)).hexdigest(),
+                        )
+                    )
+                if decoders:
+                    decoded[n] += len(decoders[n].decode(packet))
+        # demux() ends each stream with an empty packet, which flushed its decoder above
+        codec_tag = str(v.codec_tag)
+    raw.sort(key=lambda f: f.pts)
+    times = [float(f.pts * f.time_base) for f in raw]
+    frames = []
+    for i, f in enumerate(raw):
+        # A frame shows until the next one; a packet's duration is a decode-time delta, which
+        # with B-frames and a variable rate is not how long the frame is on screen.
+        if i + 1 < len(raw):
+            end = times[i + 1]
+        elif f.duration:
+            end = times[i] + float(f.duration * f.time_base)
+        else:
+            end = times[i] + (times[i] - times[i - 1] if i else 0.04)
+        frames.append(Frame(round(times[i], 6), round(end, 6), _digest(f), int(f.pict_type) == 1))
+    return Media(
+        tuple(frames),
+        frozenset(sync),
+        tuple(tuple(sorted(a, key=lambda p: p.time)) for a in audio),
+        tuple(decoded),
+        codec_tag,
+        _rotation(path) if rotation else 0.0,
+        max(
+            (times[i] + float(f.duration * f.time_base) for i, f in enumerate(raw) if f.duration),
+            default=frames[-1].end if frames else 0.0,
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    right: bool
+    why: tuple[str, ...] = ()
+
+    def __str__(self) -> str:
+        return "right" if self.right else "wrong: " + "; ".join(self.why)
+
+
+@dataclass
+class _Why:
+    items: list[str] = field(default_factory=list)
+
+    def add(self, text: str) -> None:
+        self.items.append(text)
+
+
+def _find(times: list[float], t: float, tol: float) -> int | None:
+    i = bisect.bisect_left(times, t - tol)
+    if i < len(times) and abs(times[i] - t) <= tol:
+        return i
+    return None
+
+
+def _where(source: Media, digest: str) -> str:
+    shown = [f.time for f in source.frames if f.digest == digest]
+    return f"source shows it at {shown[0]:.3f}s" if shown else "source never shows it"
+
+
+def _audio_frame(packets: tuple[Packet, ...]) -> float:
+    durations = [p.end - p.time for p in packets if p.end > p.time]
+    return statistics.median(durations) if durations else 0.025
+
+
+def _dropped_audio(info: Any) -> int:
+    """How many audio tracks the clip's info says were dropped (`ClipInfo.dropped_tracks`)."""
+    named = getattr(info, "dropped_tracks", ()) or ()
+    return sum(1 for t in named if str(t).lower().startswith("audio"))
+
+
+def judge(
+    source: Media,
+    clip_path: str | Path,
+    info: Any,
+    *,
+    requested: tuple[float, float],
+    exact: bool = False,
+) -> Verdict:
+    """Is this clip (with its ClipInfo `info`) the source's [requested] moment?"""
+    why = _Why()
+    try:
+        clip = scan(clip_path, decode_audio=True, rotation=source.rotation != 0)
+    except Exception as error:
+        return Verdict(False, (f"clip unreadable: {type(error).__name__}: {error}",))
+    if not clip.frames:
+        return Verdict(False, ("clip shows no video frames",))
+    req_start, req_end = requested
+    shift = float(info.start)
+    src_times = [f.time for f in source.frames]
+    gaps = [b - a for a, b in itertools.pairwise(src_times) if b > a]
+    tol = min(TIME_TOL, min(gaps) / 4) if gaps else TIME_TOL
+
+    # 1. every clip frame is the source's frame at the same time
+    matched: list[int] = []
+    mismatches: list[str] = []
+    for i, f in enumerate(clip.frames):
+        j = _find(src_times, f.time + shift, tol)
+        if j is None:
+            mismatches.append(
+                f"clip frame {i} at {f.time:.3f}s maps to source {f.time + shift:.3f}s where "
+                f"the source has no frame ({_where(source, f.digest)})"
+            )
+            continue
+        matched.append(j)
+        if source.frames[j].digest != f.digest:
+            mismatches.append(
+                f"clip frame {i} should be the source's frame at {src_times[j]:.3f}s but differs "
+                f"({_where(source, f.digest)})"
+            )
+    if mismatches:
+        why.add(f"{len(mismatches)} of {len(clip.frames)} frames wrong, first: {mismatches[0]}")
+
+    # 2. exactly the source's frames in [start, end), first at 0, reported end = last's end
+    lo = bisect.bisect_left(src_times, shift - tol)
+    hi = bisect.bisect_left(src_times, float(info.end) - tol)
+    expected = list(range(lo, hi))
+    if not mismatches and matched != expected:
+        missing = sorted(set(expected) - set(matched))
+        extra = sorted(set(matched) - set(expected))
+        at = f", first missing at {src_times[missing[0]]:.3f}s" if missing else ""
+        why.add(
+            f"clip holds {len(matched)} frames, the source has {len(expected)} in "
+            f"[{shift:.3f}, {float(info.end):.3f}) (missing {len(missing)}, extra {len(extra)}"
+            f"{at})"
+        )
+    if abs(clip.frames[0].time) > tol:
+        why.add(f"clip's first frame shows at {clip.frames[0].time:.3f}s, not 0")
+    # The clip's own end (its last frame's stored duration) is what a player shows; with a
+    # variable rate it may end before the source's next frame, never after it (checked above:
+    # a source frame before the reported end must be in the clip).
+    clip_end = shift + clip.stored_end
+    if abs(float(info.end) - clip_end) > tol:
+        why.add(f"reported end {float(info.end):.3f}s, the clip's video ends at {clip_end:.3f}s")
+
+    # 3. the clip covers the hit, snapped no further back than the latest keyframe
+    first_t = source.frames[0].time
+    video_end = source.video_end
+    if req_start >= video_end - tol:
+        why.add(f"hit starts at {req_start}s, after the video ends ({video_end:.3f}s)")
+    else:
+        need_start = max(req_start, first_t)
+        if shift > need_start + tol:
+            why.add(f"clip starts at {shift:.3f}s, after the hit's start {need_start:.3f}s")
+        if exact:
+            on_screen = [t for t in src_times if t <= need_start + tol]
+            if on_screen and abs(shift - on_screen[-1]) > tol:
+                why.add(f"exact start {shift:.3f}s, the frame on screen is at {on_screen[-1]:.3f}s")
+        else:
+            keys = [
+                f.time
+                for f in source.frames
+                if f.intra and f.time in source.sync_times and f.time <= need_start + tol
+            ]
+            if keys and shift < keys[-1] - tol:
+                why.add(
+                    f"clip starts at {shift:.3f}s, before the latest keyframe at or before the "
+                    f"hit ({keys[-1]:.3f}s)"
+                )
+            snapped = shift < float(info.requested_start) - 1e-6
+            if bool(info.keyframe_snapped) != snapped:
+                why.add(f"keyframe_snapped={info.keyframe_snapped} but start {shift:.3f}s")
+        need_end = min(req_end, video_end)
+        if float(info.end) < need_end - tol:
+            why.add(f"clip ends at {float(info.end):.3f}s, before {need_end:.3f}s")
+
+    # 4. audio: every track kept (or said), in sync, spanning the video
+    missing_tracks = len(source.audio) - len(clip.audio)
+    if missing_tracks > 0 and _dropped_audio(info) < missing_tracks:
+        why.add(
+            f"clip has {len(clip.audio)} of the source's {len(source.audio)} audio tracks "
+            f"and its info (dropped_tracks) names {_dropped_audio(info)} dropped"
+        )
+    clip_video_end = clip.stored_end
+    for n, packets in enumerate(clip.audio):
+        if not packets:
+            continue
+        if clip.audio_decoded[n] == 0:
+            why.add(f"clip audio track {n} does not decode")
+        digests = {p.digest for p in packets[:3]}
+        src_track = next(
+            (s for s in source.audio if digests & {p.digest for p in s}),
+            None,
+        )
+        if src_track is None:
+            why.add(f"clip audio track {n} holds no packet of the source's audio")
+            continue
+        frame_s = _audio_frame(src_track)
+        by_digest: dict[str, list[float]] = {}
+        for p in src_track:
+            by_digest.setdefault(p.digest, []).append(p.time)
+        worst = 0.0
+        foreign = 0
+        for p in packets:
+            candidates = by_digest.get(p.digest)
+            if not candidates:
+                foreign += 1
+                continue
+            off = min((c - (p.time + shift) for c in candidates), key=abs)
+            worst = max(worst, abs(off), key=abs)
+        if foreign:
+            why.add(f"clip audio track {n}: {foreign} packets are not in the source")
+        if abs(worst) > frame_s + tol:
+            why.add(f"clip audio track {n} is off by {worst * 1000:.0f} ms against its video")
+        src_a0 = src_track[0].time - shift
+        src_a1 = src_track[-1].end - shift
+        want0 = max(0.0, src_a0)
+        want1 = min(clip_video_end, src_a1)
+        if abs(packets[0].time - want0) > frame_s + tol:
+            why.add(
+                f"clip audio track {n} starts at {packets[0].time:.3f}s, video at 0 "
+                f"(expected {want0:.3f}s)"
+            )
+        if abs(packets[-1].end - want1) > frame_s + tol:
+            why.add(
+                f"clip audio track {n} ends at {packets[-1].end:.3f}s, expected {want1:.3f}s "
+                f"(video ends at {clip_video_end:.3f}s)"
+            )
+    has_source_audio = any(
+        s and s[0].time < shift + clip_video_end and s[-1].end > shift for s in source.audio
+    )
+    if has_source_audio and not any(clip.audio):
+        why.add("clip has no audio; the source has audio over the clip's span")
+
+    # 5. the info describes this file; what a player needs: the rotation and the codec tag
+    if int(info.size) != Path(clip_path).stat().st_size:
+        why.add(f"reported size {info.size}, the file has {Path(clip_path).stat().st_size} bytes")
+    if abs(clip.rotation - source.rotation) > 0.5:
+        why.add(f"rotation {clip.rotation} in the clip, {source.rotation} in the source")
+    if clip.codec_tag != source.codec_tag:
+        why.add(f"codec tag {clip.codec_tag} in the clip, {source.codec_tag} in the source")
+    return Verdict(not why.items, tuple(why.items))
