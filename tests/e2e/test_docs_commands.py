@@ -68,6 +68,9 @@ NOT_LOCAL = {
     r"^gcloud storage buckets ": "bucket administration: the stack creates its buckets",
     r"^printf .*\| gcloud secrets ": "Secret Manager: Google Cloud only",
     r"^(terraform |cd infra$|cp terraform\.tfvars|read -rs |for role |done$)": "deploy steps",
+    r"^(CLIPSEARCH_\w+=\S+ )*\.venv/bin/(pytest |python -m (tests|bench)\.)": (
+        "a test suite or benchmark of this repo: make test runs the suites; benchmarks measure"
+    ),
 }
 
 
