@@ -53,6 +53,18 @@ def _fallback(error: ClipUnavailable, workdir: Path) -> str:
     return f"fallback:{error.reason.value}"
 
 
+def peak_rss_kb() -> int:
+    """This process image's peak RSS (VmHWM).
+
+    Not ru_maxrss: Linux carries the parent's high-water mark across fork and exec, so under a
+    pytest process grown past RESTART_RSS_KB every case would look that large (and restart).
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
     with tempfile.TemporaryDirectory(prefix="fuzz-worker-") as tmp:
@@ -61,7 +73,7 @@ def main() -> None:
         for line in sys.stdin:
             case = json.loads(line)
             outcomes = run_case(case["path"], case["cuts"], workdir)
-            rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            rss_kb = peak_rss_kb()
             # The peak is per process: past RESTART_RSS_KB a fresh worker measures the next case.
             leaving = rss_kb > RESTART_RSS_KB
             result = {"id": case["id"], "outcomes": outcomes, "rss_kb": rss_kb, "exit": leaving}
