@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from clipsearch.core.naming import result_name
 from clipsearch_cli.report import play_range
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
 from clipsearch_dev.stack import LocalStack, StackOptions
+from tests.cli.chromium import pre, run_selftest
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[2]
@@ -185,33 +185,8 @@ def test_backfill_triggers_no_more_than_its_budget(stack, video):
 
 def _selftest(page: Path, tmp_path: Path) -> list[dict[str, Any]]:
     """Open the page in headless Chromium with ?selftest=1 and read what its videos did."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(reason="chromium is not installed (Debian: apt-get install -y chromium)")
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--autoplay-policy=no-user-gesture-required",
-            "--virtual-time-budget=15000",
-            "--dump-dom",
-            f"{page.resolve().as_uri()}?selftest=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    start = done.stdout.index('<pre id="selftest">') + len('<pre id="selftest">')
-    end = done.stdout.index("</pre>", start)
-    report: list[dict[str, Any]] = json.loads(done.stdout[start:end])
+    done = run_selftest(page, tmp_path / "chromium-profile", budget_ms=15000)
+    report: list[dict[str, Any]] = pre(done.stdout, "selftest")
     return report
 
 

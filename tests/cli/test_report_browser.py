@@ -8,9 +8,7 @@ Content-Security-Policy, and at 1280 px nothing may stick out of its card or scr
 
 from __future__ import annotations
 
-import json
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +16,7 @@ import pytest
 
 from clipsearch_cli.report import Media, render
 from clipsearch_dev.media import make_video, query_image_bytes
+from tests.cli.chromium import pre, run_selftest
 
 MARK = "PWNED"
 
@@ -84,40 +83,16 @@ def outcome(status: str) -> dict[str, Any]:
 
 def open_in_chromium(page: Path, tmp_path: Path) -> tuple[str, str]:
     """The DOM after the page ran (and its self-test), and Chromium's console log."""
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip(reason="chromium is not installed (Debian: apt-get install -y chromium)")
-    done = subprocess.run(
-        [
-            chromium,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--no-first-run",
-            f"--user-data-dir={tmp_path / 'chromium-profile'}",
-            "--window-size=1280,900",
-            "--hide-scrollbars",
-            "--autoplay-policy=no-user-gesture-required",
-            "--enable-logging=stderr",
-            "--v=0",
-            "--virtual-time-budget=8000",
-            "--dump-dom",
-            f"{page.resolve().as_uri()}?selftest=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=90,
-        check=False,
+    done = run_selftest(
+        page,
+        tmp_path / "chromium-profile",
+        "--window-size=1280,900",
+        "--hide-scrollbars",
+        "--enable-logging=stderr",
+        "--v=0",
+        budget_ms=8000,
     )
-    assert done.returncode == 0, done.stderr[-2000:]
     return done.stdout, done.stderr
-
-
-def pre(dom: str, element_id: str) -> Any:
-    start = dom.index(f'<pre id="{element_id}">') + len(f'<pre id="{element_id}">')
-    return json.loads(dom[start : dom.index("</pre>", start)])
 
 
 @pytest.fixture(scope="module")
