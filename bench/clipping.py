@@ -48,10 +48,10 @@ from bench.media_realistic import (
     WIDTH,
     make_piece,
 )
+from clipsearch.adapters.ranges import GcsRangeSource
 from clipsearch.clipping import (
     ClipSource,
     FileRangeSource,
-    GcsRangeSource,
     IndexCache,
     RangeSource,
     SourceIndex,

@@ -12,12 +12,11 @@ import pytest
 import requests
 from google.cloud import storage
 
+from clipsearch.adapters.ranges import GcsRangeSource, HttpRangeSource
 from clipsearch.clipping import (
     ClipReason,
     ClipSource,
     ClipUnavailable,
-    GcsRangeSource,
-    HttpRangeSource,
     IndexCache,
     SourceIndex,
     cut_clip,

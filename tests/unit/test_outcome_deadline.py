@@ -16,8 +16,9 @@ import pytest
 import requests
 
 from clipsearch.adapters.gcs import GcsResultStore
+from clipsearch.adapters.ranges import HttpRangeSource
 from clipsearch.adapters.search_api import PacedSession
-from clipsearch.clipping import ClipReason, ClipUnavailable, HttpRangeSource, IndexCache
+from clipsearch.clipping import ClipReason, ClipUnavailable, IndexCache
 from clipsearch.errors import TransientError
 from clipsearch.fetch import ClipFetcher, CopyFetcher
 from clipsearch.model import Hit, Query, QueryObject, SourceVideo

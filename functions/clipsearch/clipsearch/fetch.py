@@ -24,6 +24,7 @@ from clipsearch.clipping import (
     SourceIndex,
     poster_frame,
 )
+from clipsearch.core.clipmeta import encode_clip_metadata
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
 from clipsearch.errors import FetchRefused, PermanentError, TransientError, where_raised
 from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
@@ -417,14 +418,9 @@ class ClipFetcher:
             poster_name = name.removesuffix(".mp4") + ".jpg"
             self._results.write_bytes(poster_name, poster_frame(path), "image/jpeg", deadline)
             poster_uri = f"gs://{self._results.bucket}/{poster_name}"
-            metadata = {
-                "clipsearch-start": repr(info.start),
-                "clipsearch-end": repr(info.end),
-                "clipsearch-snapped": "true" if info.keyframe_snapped else "false",
-                "clipsearch-poster": poster_uri,
-            }
-            if info.dropped_tracks:  # the clip's own notes: what of the source it leaves out
-                metadata["clipsearch-dropped-tracks"] = ", ".join(info.dropped_tracks)
+            metadata = encode_clip_metadata(
+                info.start, info.end, info.keyframe_snapped, poster_uri, info.dropped_tracks
+            )
             artifact = self._results.upload_file(
                 name, path, "video/mp4", metadata, "clip", deadline
             )

@@ -9,11 +9,11 @@ from typing import Any
 import pytest
 import requests
 
+from clipsearch.adapters.ranges import HttpRangeSource
 from clipsearch.clipping import (
     ClipReason,
     ClipUnavailable,
     FileRangeSource,
-    HttpRangeSource,
     IndexCache,
     SourceIndex,
 )

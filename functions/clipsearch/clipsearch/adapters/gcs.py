@@ -23,7 +23,9 @@ from google.api_core import exceptions as gexc
 from google.cloud import storage
 from google.cloud.storage.retry import DEFAULT_RETRY
 
-from clipsearch.clipping import GcsRangeSource, RangeSource
+from clipsearch.adapters.ranges import GcsRangeSource
+from clipsearch.clipping import RangeSource
+from clipsearch.core.clipmeta import parse_clip_metadata
 from clipsearch.core.naming import record_name
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
@@ -33,8 +35,6 @@ from clipsearch.model import Artifact, SourceVideo
 # outage must turn into a redelivery well inside the event's deadline.
 BOUNDED: dict[str, Any] = {"retry": DEFAULT_RETRY.with_timeout(20.0), "timeout": (5.0, 30.0)}
 SOURCE_KEY = "clipsearch-source"  # custom metadata on a copy: where it came from
-# Custom metadata on a clip: what it really holds, so a reused clip reports the same.
-CLIP_KEYS = ("clipsearch-start", "clipsearch-end", "clipsearch-snapped", "clipsearch-poster")
 UPLOAD_CHUNK_BYTES = 8 * 1024 * 1024  # memory held while streaming a download into GCS
 # An artifact's customTime is when a query last made or reused it: the results bucket deletes
 # artifacts clip_retention_days (+1 day of margin) after it (infra/storage.tf). A reuse moves it
@@ -194,18 +194,17 @@ class GcsResultStore:
         return f"gs://{self.bucket}/{name}"
 
     def _artifact(self, blob: storage.Blob, mode: str, reused: bool) -> Artifact:
-        meta = blob.metadata or {}
-        start, end, snapped, poster = (meta.get(key) for key in CLIP_KEYS)
+        meta = parse_clip_metadata(blob.metadata)  # a copy has none: all None
         return Artifact(
             self.bucket,
             blob.name,
             mode,
             int(blob.size or 0),
             reused,
-            start_time=float(start) if start else None,
-            end_time=float(end) if end else None,
-            keyframe_snapped=snapped == "true" if snapped else None,
-            poster_uri=poster or None,
+            start_time=meta.start,
+            end_time=meta.end,
+            keyframe_snapped=meta.keyframe_snapped,
+            poster_uri=meta.poster_uri,
         )
 
     @_transient("read")

@@ -15,8 +15,8 @@ from urllib.parse import quote
 import requests
 import urllib3
 
-from clipsearch.clipping import ClipReason, ClipUnavailable, HttpRangeSource, RangeSource
-from clipsearch.clipping.sources import abort_response
+from clipsearch.adapters.ranges import HttpRangeSource, abort_response
+from clipsearch.clipping import ClipReason, ClipUnavailable, RangeSource
 from clipsearch.core import api
 from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
 from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata

@@ -4,12 +4,7 @@ from clipsearch.clipping.cutter import ClipInfo, ClipSource, cut_clip
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.index import IndexCache, SourceIndex
 from clipsearch.clipping.poster import poster_frame
-from clipsearch.clipping.sources import (
-    FileRangeSource,
-    GcsRangeSource,
-    HttpRangeSource,
-    RangeSource,
-)
+from clipsearch.clipping.sources import FileRangeSource, RangeSource
 
 __all__ = [
     "ClipInfo",
@@ -17,8 +12,6 @@ __all__ = [
     "ClipSource",
     "ClipUnavailable",
     "FileRangeSource",
-    "GcsRangeSource",
-    "HttpRangeSource",
     "IndexCache",
     "RangeSource",
     "SourceIndex",
