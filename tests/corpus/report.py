@@ -95,7 +95,9 @@ def totals(outcomes: list[Outcome]) -> str:
         f"{status['crash']} crashes",
         f"{status['hang']} hangs",
     ]
-    return ", ".join(parts) + "."
+    paths = Counter(o.index_path for o in outcomes if o.status in ("right", "wrong"))
+    index = ", ".join(f"{p} {n}" for p, n in sorted(paths.items()))
+    return ", ".join(parts) + f". Clips by index: {index}."
 
 
 def failures(outcomes: list[Outcome]) -> str:

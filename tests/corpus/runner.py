@@ -85,6 +85,7 @@ class Outcome:
     end: float = math.nan
     path: str = ""
     beyond_end: bool = False  # the hit starts after the video ends
+    index_path: str = ""  # how the engine indexed the source (ClipInfo.index_path)
 
     @property
     def allowed(self) -> dict[str, str]:
@@ -252,6 +253,7 @@ def _cut_and_judge(
         float(info.start),  # type: ignore[attr-defined]
         float(info.end),  # type: ignore[attr-defined]
         str(out),
+        index_path=str(getattr(info, "index_path", "")),
     )
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -331,6 +332,7 @@ class ClipFetcher:
         sidecar = self._warm_cache(key, deadline)
         outcomes: list[Artifact | _Fallback] = []
         opened: ClipSource | None = None
+        writer: threading.Thread | None = None
         try:
             for hit in hits:
                 if self._clock() >= deadline:
@@ -353,14 +355,45 @@ class ClipFetcher:
                 if opened is None:
                     opened = self._open_clip_source(ranged, deadline)
                     if not opened.index_cached and sidecar is not None:
-                        self._results.write_bytes(
-                            sidecar, opened.index.dumps(), "application/octet-stream", deadline
-                        )
+                        writer = self._write_sidecar(sidecar, opened.index, deadline, context)
                 outcomes.append(self._cut_hit(opened, name, hit, deadline, context))
         finally:
             if opened is not None:
                 opened.__exit__(None, None, None)
+            if writer is not None:
+                writer.join(max(0.0, deadline - self._clock()))
         return outcomes
+
+    def _write_sidecar(
+        self, name: str, index: SourceIndex, deadline: float, context: dict[str, Any]
+    ) -> threading.Thread:
+        """Store the index for other instances beside the cuts, not before them.
+
+        It is a cache: a failed write costs the next instance a cold open, never this query
+        (it is logged). The event waits for it before it ends, bounded by its deadline.
+        """
+
+        def write() -> None:
+            started = self._clock()
+            try:
+                blob = index.dumps()
+                self._results.write_bytes(name, blob, "application/octet-stream", deadline)
+            except Exception as error:  # a cache write: never the query's failure
+                self._log.warning(
+                    "index sidecar %s not written: %s", name, where_raised(error), extra=context
+                )
+                return
+            self._log.debug(
+                "index sidecar %s written: %d bytes in %.0f ms",
+                name,
+                len(blob),
+                (self._clock() - started) * 1000,
+                extra=context,
+            )
+
+        thread = threading.Thread(target=write, name="clipsearch-sidecar", daemon=True)
+        thread.start()
+        return thread
 
     def _open_clip_source(self, ranged: RangeSource, deadline: float) -> ClipSource:
         return ClipSource(

@@ -21,6 +21,7 @@ import math
 import os
 import re
 import statistics
+import struct
 import tempfile
 import time
 import traceback
@@ -36,6 +37,7 @@ import av
 from clipsearch.clipping import boxes
 from clipsearch.clipping.boxes import (
     Layout,
+    check_box,
     check_chain,
     first_sample,
     first_sample_times,
@@ -52,13 +54,23 @@ from clipsearch.clipping.boxes import (
 )
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
+from clipsearch.clipping.planner import (
+    NEXT_SHOWN_SCAN,
+    EntriesIndex,
+    TableIndex,
+    closure,
+    merge_spans,
+    plan_audio,
+    plan_video,
+    window,
+)
 from clipsearch.clipping.reader import SparseFile
 from clipsearch.clipping.sources import RangeSource
+from clipsearch.clipping.tables import HEAD_SAMPLES, Movie, Unsupported, parse_movie
 
 DEFAULT_MAX_CLIP_S = 600.0
 DEFAULT_MAX_PREROLL_S = 60.0  # keyframe snapping may start the clip at most this early
 DEFAULT_MAX_INDEX_BYTES = 64 * 1024 * 1024
-REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering)
 AUDIO_MARGIN_S = 0.5
 # Indexed (moov) files seek each stream on its own: the audio restarts at its sample at or
 # before the keyframe's decode time, wherever it is stored. (Replaying the read order up to
@@ -81,10 +93,13 @@ MAX_PACKETS = 200_000  # per cut: 600 s of 120 fps video plus audio, with room
 SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
 MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a bad seek
 MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
-# Decode-order samples looked at past the clip for the next frame shown (B-frame reordering
-# and an open GOP's leading pictures stay well within this).
-NEXT_SHOWN_SCAN = 2 * REORDER_MARGIN + 1
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
+# A synthetic index (tables.py) holds the clip's samples and this much more around them: the
+# keyframes a cut may step back to (from recovery points it cannot start at) and, past the
+# plan, room for the closing scan; the audio, a second either side of the video.
+WINDOW_TAIL = 2 * NEXT_SHOWN_SCAN + 2
+SEEK_ATTEMPTS = 6  # keyframes a cut steps back through to find one a decoder can start at
+WINDOW_AUDIO_S = 1.0
 _EPS = 1e-6
 _PATH = re.compile(r"'?/[^\s']+'?")
 
@@ -113,6 +128,10 @@ class ClipInfo:
     has_audio: bool
     dropped_tracks: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
+    # How the demuxer saw the source: "tables" (a synthetic index of the clip's samples, the
+    # usual way), "moov" (the whole moov, for the layouts tables.py does not reproduce), or
+    # "tables+moov" (the window missed: cut again the whole way).
+    index_path: str = "moov"
 
 
 def _clean(message: str) -> str:
@@ -189,6 +208,25 @@ def _cap_ffmpeg_allocations() -> bool:
     return False
 
 
+@functools.cache
+def _libc() -> Any:
+    with contextlib.suppress(OSError):
+        return ctypes.CDLL("libc.so.6")
+    return None
+
+
+def _release_free_memory() -> None:
+    """Hand the heap's free pages back to the system (glibc's malloc_trim).
+
+    Parsing a 10 h moov builds and drops tens of MB of temporary arrays; glibc keeps those
+    pages, so the instance would carry them into every later event. Costs ~1 ms.
+    """
+    libc = _libc()
+    if libc is not None:
+        with contextlib.suppress(AttributeError):
+            libc.malloc_trim(0)
+
+
 def _av_open(
     f: SparseFile, blanks: tuple[tuple[int, int], ...], use_mfra: str, fragmented: bool
 ) -> Any:
@@ -215,7 +253,10 @@ class ClipSource:
         index_cache: IndexCache | None = None,
         max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
         deadline: float | None = None,
+        use_tables: bool = True,
     ) -> None:
+        """`use_tables=False` makes FFmpeg parse the whole moov, as before the tables: the
+        reference the synthetic index is tested against, and a switch if it ever misleads."""
         _cap_ffmpeg_allocations()
         self.source = source
         self._cache = index_cache
@@ -225,6 +266,16 @@ class ClipSource:
         self._file = SparseFile(source, size=source.size)
         self._checked_moofs: set[int] = set()
         self._use_mfra = ""  # "", or how FFmpeg should read the tfra times: "dts" | "pts"
+        # The source as tables (tables.py): each cut then opens a synthetic index of its own
+        # samples. `_shifts` maps each track's stored decode times to the demuxer's.
+        self._movie: Movie | None = None
+        self._shifts: dict[int, int] = {}
+        self._windows: dict[int, tuple[int, int, bool]] = {}  # stream -> (lo, hi dts, cut short)
+        self._synthetic = b""
+        self._max_index_bytes = max_index_bytes
+        self._use_tables = use_tables
+        self._keep: tuple[tuple[int, bytes], ...] | None = None  # held between cuts
+        self.index_path = "moov"
         try:
             with _as_clip_errors("opening"):
                 self._open(max_index_bytes)
@@ -236,6 +287,7 @@ class ClipSource:
             self._file.budget = None
 
     def _open(self, max_index_bytes: int) -> None:
+        use_tables = self._use_tables
         source, index_cache = self.source, self._cache
         requests0, bytes0 = source.requests, source.bytes_read
         started = time.perf_counter()
@@ -251,17 +303,25 @@ class ClipSource:
             self._file = SparseFile(source, size=cached.size, regions=cached.spans)
             self._file.deadline = self._deadline
             self._layout = Layout(cached.layout, cached.boxes)
+            self._movie = cached.movie if use_tables else None
         else:
             self._file.budget = max_index_bytes + OPEN_SLACK_BYTES
             self._layout = walk(self._file, max_index_bytes=max_index_bytes)
-        self._guard_fragments()
+        if self._movie is None:
+            self._guard_fragments()
+        if cached is None and use_tables:
+            self._movie = self._tables()
         self._file.budget = max_index_bytes + OPEN_SLACK_BYTES
-        self._container = _av_open(
-            self._file, _media_payloads(self._layout), self._use_mfra, self._fragmented
-        )
+        if self._movie is not None:
+            spans = cached.spans if cached is not None else self._outside_moov()
+            self._file = self._synthetic_file(spans, [None] * len(self._movie.tracks))
+            self._file.deadline = self._deadline
+            self.index_path = "tables"
+        self._container = _av_open(self._file, self._blanks(), self._use_mfra, self._fragmented)
         if cached is None:
+            regions = self._file.regions if self._movie is None else spans
             self.index = SourceIndex(
-                self._file.size, self._layout.kind, self._layout.boxes, self._file.regions
+                self._file.source_size, self._layout.kind, self._layout.boxes, regions, self._movie
             )
             if self.index.nbytes > max_index_bytes + 2 * 1024 * 1024:
                 raise ClipUnavailable(
@@ -272,6 +332,156 @@ class ClipSource:
         self.open_ms = (time.perf_counter() - started) * 1000
         self._pending = (source.requests - requests0, source.bytes_read - bytes0)
         self._take_streams()
+        if self._movie is not None:
+            self._calibrate()
+
+    def _tables(self) -> Movie | None:
+        """The moov as tables, or None: a layout the synthetic index does not reproduce
+        (fragments, negative composition offsets, an edit list of several edits, ...), which
+        is cut the whole way. The first sight of a source pays this parse once."""
+        if self._layout.kind == "fragmented" or self._file.on_demand is not None:
+            return None
+        moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+        if moov is None or self._file.gaps(moov.offset, moov.end):
+            return None
+        for box in self._layout.boxes:  # a box "to the end of the file" would swallow the tail
+            held = box.kind != "moov" and not self._file.gaps(box.offset, box.offset + 4)
+            if held and self._file.peek(box.offset, 4) == bytes(4):
+                return None
+        try:
+            return parse_movie(self._file.view(moov.offset, moov.size), self._file.size)
+        except Unsupported:
+            return None
+        finally:
+            _release_free_memory()
+
+    def _outside_moov(self) -> tuple[tuple[int, bytes], ...]:
+        """What the walk holds, less the moov (the tables replace it)."""
+        moov = self.index_moov()
+        out = []
+        for offset, data in self._file.regions:
+            end = offset + len(data)
+            if end <= moov.offset or offset >= moov.end:
+                out.append((offset, data))
+                continue
+            if offset < moov.offset:
+                out.append((offset, data[: moov.offset - offset]))
+            if end > moov.end:
+                out.append((moov.end, data[moov.end - offset :]))
+        return tuple(out)
+
+    def index_moov(self) -> Box:
+        moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+        if moov is None:
+            raise ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, "no moov box")
+        return moov
+
+    def _synthetic_file(
+        self, spans: tuple[tuple[int, bytes], ...], windows: list[tuple[int, int] | None]
+    ) -> SparseFile:
+        """The source as the demuxer should see it: its moov renamed `free`, and after its
+        end a synthetic moov of the windows' samples (which keep their offsets)."""
+        assert self._movie is not None
+        moov = self.index_moov()
+        self._synthetic, kept = self._movie.synthesize(windows)
+        header = struct.pack(">I4s", moov.size, b"free")
+        size = self._file.source_size
+        regions = tuple(sorted([*spans, (moov.offset, header)]))
+        f = SparseFile(self.source, size=size, regions=regions, tail=self._synthetic)
+        self._ctts_synthetic = boxes.video_composition_offsets(self._synthetic)
+        del kept
+        return f
+
+    def _blanks(self) -> tuple[tuple[int, int], ...]:
+        """What the open may read as zeros: the media payloads, and with a synthetic index
+        the old moov's body, now a `free` box the demuxer's buffer reads into."""
+        blanks = _media_payloads(self._layout)
+        if self._movie is not None:
+            moov = self.index_moov()
+            blanks = tuple(sorted([*blanks, (moov.offset + 8, moov.end)]))
+        return blanks
+
+    def _open_window(
+        self, windows: list[tuple[int, int] | None], spans: list[tuple[int, int]]
+    ) -> None:
+        """A demuxer over a synthetic index of the windows, the planned bytes fetched first
+        (so the open's probe is not answered with blanks where the clip reads)."""
+        assert self._movie is not None
+        old = self._file
+        self._file = self._synthetic_file(self.index.spans, windows)
+        self._file.deadline, self._file.budget = old.deadline, old.budget
+        self._file.on_demand = None
+        self._fetch(spans)
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._container = _av_open(self._file, self._blanks(), "", False)
+        self._take_streams()
+        self._windows = {}
+        for stream in (self._video, *self._audios):
+            track = self._track_of(stream)
+            bounds = windows[track] if track is not None else None
+            if bounds is None:
+                continue
+            t = self._movie.tracks[track]  # type: ignore[index]
+            shift = self._shifts.get(track, 0)  # type: ignore[arg-type]
+            first, last = bounds
+            if first <= HEAD_SAMPLES:  # joined to the first samples, kept whole
+                first = 0
+            if last >= t.samples - HEAD_SAMPLES - 1:
+                last = t.samples - 1
+            short = last < t.samples - 1
+            self._windows[stream.index] = (t.dts(first) + shift, t.dts(last) + shift, short)
+
+    def _to_moov(self) -> None:
+        """Leave the tables for this source: fetch its moov and let FFmpeg parse it whole."""
+        moov = self.index_moov()
+        requests0, bytes0 = self.source.requests, self.source.bytes_read
+        f = SparseFile(self.source, size=self._file.source_size, regions=self.index.spans)
+        f.deadline = self._file.deadline
+        f.budget = self._max_index_bytes + OPEN_SLACK_BYTES
+        f.ensure(moov.offset, moov.end)
+        check_box(f.peek(moov.offset, moov.size), "moov", f.size)
+        self._file = f
+        self._movie, self._windows, self._synthetic = None, {}, b""
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._container = _av_open(f, _media_payloads(self._layout), "", False)
+        self._take_streams()
+        self._keep = f.regions
+        self.index_path = "tables+moov"
+        pending = self._pending
+        self._pending = (
+            pending[0] + self.source.requests - requests0,
+            pending[1] + self.source.bytes_read - bytes0,
+        )
+
+    def _calibrate(self) -> None:
+        """Each track's shift from stored to demuxer decode times, read off the entries of
+        the samples the synthetic index shares with the source (its first ones)."""
+        assert self._movie is not None
+        for stream in self._container.streams:
+            track = self._track_of(stream)
+            if track is None:
+                continue
+            t = self._movie.tracks[track]
+            offsets = {t.offset(i): i for i in range(min(HEAD_SAMPLES, t.samples))}
+            for entry in stream.index_entries:
+                i = offsets.get(int(entry.pos))
+                if i is not None:
+                    self._shifts[track] = int(entry.timestamp) - t.dts(i)
+                    break
+            else:
+                self._shifts[track] = t.edit_shift
+
+    def _track_of(self, stream: Any) -> int | None:
+        """The movie track behind a demuxer stream (FFmpeg numbers them in trak order)."""
+        if self._movie is None:
+            return None
+        tracks = self._movie.tracks
+        index = int(stream.index)
+        if index < len(tracks) and tracks[index].track_id == int(stream.id):
+            return index
+        return next((i for i, t in enumerate(tracks) if t.track_id == int(stream.id)), None)
 
     def _guard_fragments(self) -> None:
         """Fragmented: check the mfra before FFmpeg trusts it, and every moof it will parse.
@@ -363,11 +573,13 @@ class ClipSource:
         name = _codec_name(self._video)
         if name not in ("vp9", "av1"):
             return
-        moov = self.index.box("moov") if hasattr(self, "index") else None
-        moov = moov or next((b for b in self._layout.boxes if b.kind == "moov"), None)
-        if moov is None:
-            raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"{name} without a moov")
-        kind, children = video_sample_entry(self._file.peek(moov.offset, moov.size))
+        if self._movie is not None:  # the sample descriptions stay in the skeleton
+            kind, children = video_sample_entry(self._movie.skeleton)
+        else:
+            moov = next((b for b in self._layout.boxes if b.kind == "moov"), None)
+            if moov is None:
+                raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"{name} without a moov")
+            kind, children = video_sample_entry(self._file.peek(moov.offset, moov.size))
         config = {"vp9": "vpcC", "av1": "av1C"}[name]
         if config not in children:
             raise ClipUnavailable(ClipReason.UNSUPPORTED_CODEC, f"{name} ({kind}) without {config}")
@@ -431,62 +643,80 @@ class ClipSource:
 
     # -- planning ----------------------------------------------------------------------
 
-    def _plan_moov(self, start: float, end: float) -> tuple[int, list[tuple[int, int]], int | None]:
-        """(keyframe pts, byte spans, last video dts) from the demuxer's index entries.
+    def plan(self, start: float, end: float) -> tuple[int, list[tuple[int, int]], int | None]:
+        """(keyframe pts, byte spans, last video dts) of a clip of an indexed (moov) source."""
+        if self._movie is not None:
+            return self._plan_tables(start, end)[:3]
+        return self._plan_moov(start, end)
 
-        The last video dts is set when the next GOP starts within the reorder margin: that
-        keyframe shows after everything the clip holds, so the clip ends before it and its
-        bytes (the largest frame of a GOP) are not planned; the demuxer skips them too unless
-        they fit FFmpeg's 32 KiB short-seek window, which it reads through instead.
-        """
+    def _plan_moov(self, start: float, end: float) -> tuple[int, list[tuple[int, int]], int | None]:
+        """(keyframe pts, byte spans, last video dts) from FFmpeg's index (planner.py)."""
         v = self._video
-        tb = v.time_base
-        entries = v.index_entries
-        if len(entries) == 0:
-            raise ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, "video index is empty")
-        # Index timestamps are decode times; a keyframe shows `delay` later.
-        delay = (v.start_time or 0) - entries[0].timestamp
-        start_ts = math.floor(start / tb) - delay
-        k = entries.search_timestamp(start_ts, backward=True, any_frame=False)
-        if k < 0:
-            k = entries.search_timestamp(start_ts, backward=False, any_frame=False)
-            k = max(k, 0)
-        j = entries.search_timestamp(math.ceil(end / tb), backward=True, any_frame=True)
-        j = max(j, k)
-        last = min(len(entries) - 1, j + REORDER_MARGIN)
-        last_dts: int | None = None
-        for i in range(j + 1, last + 1):
-            if entries[i].is_keyframe:
-                last, last_dts = i - 1, int(entries[i - 1].timestamp)
-                break
-        last, video_end = self._plan_closure(k, last, end)
-        spans = [(e.pos, e.pos + e.size) for e in entries[k : last + 1]]
-        if any(e.pos < 0 or e.pos + e.size > self.index.size for e in entries[k : last + 1]):
-            raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "video samples lie past the end")
-        # Seek by the keyframe's presentation time: lands on it whether the demuxer
-        # compares decode or presentation times.
-        keyframe_pts = int(entries[k].timestamp) + delay
-        kf_dts_time = float(entries[k].timestamp * tb)
+        samples = self._sample_times()
+        ctts = self._composition_offsets() if samples is not None else None
+        index = EntriesIndex(v.index_entries, None if ctts is None else ctts.at)
+        plan = plan_video(
+            index,
+            start,
+            end,
+            time_base=v.time_base,
+            start_time=v.start_time or 0,
+            file_size=self.index.size,
+        )
+        spans = list(plan.spans)
+        kf_dts_time = float(index.timestamp(plan.first) * v.time_base)
         for a in self._audios:
-            atb = a.time_base
-            aentries = a.index_entries
-            if len(aentries):
-                a0 = aentries.search_timestamp(
-                    math.floor(kf_dts_time / atb), backward=True, any_frame=True
-                )
-                a1 = aentries.search_timestamp(
-                    math.ceil((video_end + self._audio_tail_s()) / atb),
-                    backward=True,
-                    any_frame=True,
-                )
-                spans += [
-                    (e.pos, min(e.pos + e.size, self.index.size))
-                    for e in aentries[max(a0 - 1, 0) : a1 + 1]
-                    if 0 <= e.pos < self.index.size
-                ]
-        return keyframe_pts, spans, last_dts
+            until = plan.video_end + self._audio_tail_s()
+            audio = EntriesIndex(a.index_entries, None)
+            spans += plan_audio(audio, a.time_base, kf_dts_time, until, self.index.size)[2]
+        return plan.keyframe_pts, spans, plan.last_dts
+
+    def _plan_tables(
+        self, start: float, end: float
+    ) -> tuple[int, list[tuple[int, int]], int | None, list[tuple[int, int] | None]]:
+        """The same plan from our tables, and the window of samples each track's synthetic
+        index holds (None: a track the clip does not use)."""
+        assert self._movie is not None
+        movie, v = self._movie, self._video
+        vt = self._track_of(v)
+        if vt is None:
+            raise _OutsideWindow("the video stream has no track")
+        video = TableIndex(movie.tracks[vt], self._shifts.get(vt, 0))
+        tb = v.time_base
+        plan = plan_video(
+            video, start, end, time_base=tb, start_time=v.start_time or 0, file_size=self.index.size
+        )
+        spans = list(plan.spans)
+        windows: list[tuple[int, int] | None] = [None] * len(movie.tracks)
+        w0 = plan.first
+        for _ in range(SEEK_ATTEMPTS):  # as far back as `_collect` may step
+            before = video.track.sync_at_or_before(w0 - 1) if w0 else None
+            if before is None:
+                break
+            w0 = before
+        w1 = min(len(video) - 1, plan.last + WINDOW_TAIL)
+        windows[vt] = (w0, w1)
+        kf_dts_time = float(video.timestamp(plan.first) * tb)
+        since = float(video.timestamp(w0) * tb) - WINDOW_AUDIO_S
+        until = float(video.timestamp(w1) * tb) + WINDOW_AUDIO_S
+        for a in self._audios:
+            at = self._track_of(a)
+            if at is None:
+                raise _OutsideWindow("an audio stream has no track")
+            audio = TableIndex(movie.tracks[at], self._shifts.get(at, 0))
+            tail = plan.video_end + self._audio_tail_s()
+            spans += plan_audio(audio, a.time_base, kf_dts_time, tail, self.index.size)[2]
+            windows[at] = window(audio, since, until, a.time_base)
+        return plan.keyframe_pts, spans, plan.last_dts, windows
 
     def _audio_tail_s(self) -> float:
+        track = self._track_of(self._video)
+        if self._movie is not None and track is not None:
+            # The source's average rate (a synthetic index's placeholders would skew FFmpeg's).
+            t = self._movie.tracks[track]
+            last = t.samples - 1
+            span = t.dts(last) + t.duration_of(last)
+            return AUDIO_TAIL_FRAMES * span / t.samples / t.timescale if span else AUDIO_MARGIN_S
         rate = self._video.average_rate
         return AUDIO_TAIL_FRAMES / float(rate) if rate else AUDIO_MARGIN_S
 
@@ -591,18 +821,7 @@ class ClipSource:
         return 0.0
 
     def _fetch(self, spans: list[tuple[int, int]]) -> None:
-        if not spans:
-            return
-        spans.sort()
-        total = sum(b - a for a, b in spans)
-        gap_ok = max(MERGE_GAP_MIN, int(total * MERGE_GAP_SHARE))
-        merged = [list(spans[0])]
-        for a, b in spans[1:]:
-            if a - merged[-1][1] <= gap_ok:
-                merged[-1][1] = max(merged[-1][1], b)
-            else:
-                merged.append([a, b])
-        for a, b in merged:
+        for a, b in merge_spans(spans, MERGE_GAP_MIN, MERGE_GAP_SHARE):
             self._file.ensure(a, b)
 
     # -- cutting -----------------------------------------------------------------------
@@ -632,11 +851,15 @@ class ClipSource:
         self._file.deadline = deadline if deadline is not None else self._deadline
         try:
             with _as_clip_errors("cutting"):
-                return self._cut(start, end, Path(out_path), exact, max_preroll_s)
+                try:
+                    return self._cut(start, end, Path(out_path), exact, max_preroll_s)
+                except _OutsideWindow:
+                    self._to_moov()
+                    return self._cut(start, end, Path(out_path), exact, max_preroll_s)
         finally:
             self._file.deadline = None
             self._file.budget = None
-            self._file.drop_except(self.index.spans)
+            self._file.drop_except(self._keep if self._keep is not None else self.index.spans)
 
     def _cut(
         self, start: float, end: float, out_path: Path, exact: bool, max_preroll_s: float
@@ -660,6 +883,11 @@ class ClipSource:
             for lo, hi in spans:  # planned reads start at a moof (from tfra or sidx)
                 check_chain(self._file, lo, hi, self._checked_moofs)
             seek_ts = self._keyframe_fragment(start, max_preroll_s)
+        elif self._movie is not None:
+            seek_ts, spans, last_dts, windows = self._plan_tables(start, end)
+            self._file.budget = sum(b - a for a, b in spans) + CUT_SLACK_BYTES
+            self._open_window(windows, spans)
+            v = self._video
         else:
             seek_ts, spans, last_dts = self._plan_moov(start, end)
             self._file.budget = sum(b - a for a, b in spans) + CUT_SLACK_BYTES
@@ -688,6 +916,7 @@ class ClipSource:
             codec_tag=str(v.codec_tag),
             has_audio=info.has_audio,
             dropped_tracks=self._dropped,
+            index_path=self.index_path,
             timings_ms={
                 "open": round(self.open_ms, 1),
                 "fetch": round((t_fetch - t0) * 1000, 1),
@@ -702,7 +931,7 @@ class ClipSource:
         v = self._video
         tb = v.time_base
         target = math.floor((start + _EPS) / tb)
-        for _attempt in range(6):
+        for _attempt in range(SEEK_ATTEMPTS):
             self._container.seek(seek_ts, stream=v, backward=True, any_frame=False)
             got = self._demux(start, end, last_dts)
             first = got.video[0] if got.video else None
@@ -783,8 +1012,9 @@ class ClipSource:
         finally:
             self._video.discard = av.stream.Discard.default
 
-    def _tick(self, count: int) -> int:
+    def _tick(self, count: int, packet: Any) -> int:
         """Count a demuxed packet: bounded per cut, and the deadline checked every 64."""
+        self._inside_window(packet)
         count += 1
         if count > MAX_PACKETS:
             raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "too many packets for a clip")
@@ -807,7 +1037,7 @@ class ClipSource:
         last_dts_seen: dict[int, int] = {}
         close_dts: int | None = None  # the clip runs on to here to be closed (_closing_dts)
         for packet in self._container.demux(*streams):
-            count = self._tick(count)
+            count = self._tick(count, packet)
             if not _fresh(packet, last_dts_seen):
                 continue
             if packet.stream is v:
@@ -850,7 +1080,25 @@ class ClipSource:
                 break
             if got.video and float(packet.dts * packet.time_base) > end + 60:
                 break  # runaway guard: never read far past the clip
+        else:
+            self._window_exhausted(video_done, audio_done)
         return got
+
+    def _inside_window(self, packet: Any) -> None:
+        """A synthetic index's packet from outside the clip's window is not the source's (a
+        placeholder) or not planned for: the cut is done again the whole way."""
+        bounds = self._windows.get(packet.stream.index) if self._windows else None
+        if bounds is not None and packet.dts is not None:
+            lo, hi, _ = bounds
+            if not lo <= packet.dts <= hi:
+                raise _OutsideWindow(f"stream {packet.stream.index} read at {packet.dts}")
+
+    def _window_exhausted(self, video_done: bool, audio_done: set[int]) -> None:
+        """The demux ran out of a synthetic index before the clip was complete."""
+        for index, (_, _, short) in self._windows.items():
+            done = video_done if index == self._video.index else index in audio_done
+            if short and not done:
+                raise _OutsideWindow(f"stream {index} ran past its window")
 
     def _write(
         self, got: _Packets, start: float, end: float, out_path: Path, exact: bool
@@ -889,6 +1137,11 @@ class ClipSource:
                 with contextlib.suppress(Exception):
                     ov.codec_tag = v.codec_tag  # hvc1 stays hvc1 (the muxer's default is hev1)
                 outs = {a.index: output.add_stream_from_template(a, opaque=True) for a in tracks}
+                for out in (ov, *outs.values()):
+                    # btrt/esds then state the clip's own bitrates, not the source's average
+                    # (which FFmpeg derives from whatever index it was given).
+                    with contextlib.suppress(Exception):
+                        out.codec_context.bit_rate = 0
                 for p in [*got.video, *audio]:
                     shift = round(origin / p.time_base)
                     p.pts -= shift
@@ -935,39 +1188,8 @@ class ClipSource:
         if shift is None:
             return None
         shown_until = max(p.pts + (p.duration or 0) for p in video) - shift
-        closed = _closure(dts, pts, len(entries), last, shown_until)
+        closed = closure(dts, pts, len(entries), last, shown_until)
         return None if closed is None or closed[0] == last else dts(closed[0])
-
-    def _plan_closure(self, k: int, last: int, end: float) -> tuple[int, float]:
-        """(last sample to plan, where the video may end: `end` unless the clip is closed later).
-
-        The cut's stop (see `_demux_packets`) replayed on the index, then `_closure`: the
-        plan covers the closed clip's video and audio, so closing it costs no extra read.
-        """
-        samples = self._sample_times()
-        if samples is None or self._fragmented:
-            return last, end
-        dts, pts = samples
-        count = len(self._video.index_entries)
-        end_ts = math.ceil((end - _EPS) / self._video.time_base)
-        max_pts: int | None = None
-        shown_until = 0
-        for i in range(k, min(count - 1, last + 1)):
-            t = pts(i)
-            if t is None:
-                return last, end
-            if dts(i) >= end_ts and max_pts is not None and t > max_pts:
-                closed = _closure(dts, pts, count, i - 1, shown_until)
-                if closed is None or closed[0] == i - 1:
-                    return last, end
-                # The index's pts less the ctts shift: the first sample shows at start_time.
-                first = pts(0)
-                shift = (self._video.start_time or 0) - (first if first is not None else 0)
-                closed_end = float((closed[1] + shift) * self._video.time_base)
-                return max(last, closed[0]), max(end, closed_end)
-            max_pts = t if max_pts is None else max(max_pts, t)
-            shown_until = max(shown_until, t + dts(i + 1) - dts(i))
-        return last, end
 
     def _sample_times(self) -> tuple[Callable[[int], int], Callable[[int], int | None]] | None:
         """(decode time, decode time + ctts offset) of the video's sample `i` (index entry i)."""
@@ -987,6 +1209,8 @@ class ClipSource:
 
     def _composition_offsets(self) -> boxes.CompositionOffsets | None:
         """The video's ctts from the moov already held (parsed once per open; no read)."""
+        if self._movie is not None:  # the synthetic index's, whose samples the entries are
+            return self._ctts_synthetic
         if not hasattr(self, "_ctts"):
             self._ctts: boxes.CompositionOffsets | None = None
             moov = self.index.box("moov")
@@ -1056,34 +1280,6 @@ class ClipSource:
             raise _SelfCheck(f"the first decoded frame shows at {shown}s, not 0")
 
 
-def _closure(
-    dts: Callable[[int], int],
-    pts: Callable[[int], int | None],
-    count: int,
-    last: int,
-    shown_until: int,
-) -> tuple[int, int] | None:
-    """(e, its end): the first sample e >= `last` (decode order) that closes a clip.
-
-    A clip of the samples up to `last`, whose frames are on screen until `shown_until`, is
-    closed when every later sample shows at or after that; each sample taken in extends it
-    by its stored duration (the next decode time). None when the index cannot tell within
-    NEXT_SHOWN_SCAN samples.
-    """
-    for e in range(last, min(count, last + 1 + NEXT_SHOWN_SCAN)):
-        if e > last:
-            t = pts(e)
-            if t is None or e + 1 >= count:
-                return None
-            shown_until = max(shown_until, t + dts(e + 1) - dts(e))
-        later = [pts(i) for i in range(e + 1, min(count, e + 1 + NEXT_SHOWN_SCAN))]
-        if any(t is None for t in later):
-            return None
-        if all(t is not None and t >= shown_until for t in later):
-            return e, shown_until
-    return None
-
-
 def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
     """A packet with data and times, not one read twice (a fragment re-read after a seek)."""
     if packet.size == 0 or packet.pts is None or packet.dts is None:
@@ -1093,6 +1289,10 @@ def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
         return False
     last_dts_seen[index] = packet.dts
     return True
+
+
+class _OutsideWindow(Exception):
+    """A cut left the samples its synthetic index holds; it is done again the whole way."""
 
 
 class _SelfCheck(Exception):
@@ -1159,10 +1359,15 @@ def cut_clip(
     max_preroll_s: float = DEFAULT_MAX_PREROLL_S,
     max_index_bytes: int = DEFAULT_MAX_INDEX_BYTES,
     deadline: float | None = None,
+    use_tables: bool = True,
 ) -> ClipInfo:
     """Open `source`, cut one clip, close. Raises ClipUnavailable with a stable reason."""
     with ClipSource(
-        source, index_cache=index_cache, max_index_bytes=max_index_bytes, deadline=deadline
+        source,
+        index_cache=index_cache,
+        max_index_bytes=max_index_bytes,
+        deadline=deadline,
+        use_tables=use_tables,
     ) as clips:
         return clips.cut(
             start, end, out_path, exact=exact, max_clip_s=max_clip_s, max_preroll_s=max_preroll_s

@@ -29,10 +29,16 @@ class SparseFile(io.RawIOBase):
         size: int | None = None,
         regions: tuple[tuple[int, bytes], ...] = (),
         readahead: int = DEFAULT_READAHEAD,
+        tail: bytes = b"",
     ) -> None:
         super().__init__()
         self._source = source
         self._size = size
+        # Bytes served after the source's end (a synthetic moov, see tables.py): the file
+        # the demuxer sees is the source followed by them; fetches still check the source.
+        if tail and size is None:
+            raise ValueError("a tail needs the source's size")
+        self._tail = tail
         self._starts: list[int] = []
         self._data: list[bytes] = []
         self._pos = 0
@@ -48,6 +54,8 @@ class SparseFile(io.RawIOBase):
         self.on_demand: Callable[[int, int], None] | None = None
         for offset, data in regions:
             self._insert(offset, data)
+        if tail and size is not None:
+            self._insert(size, tail)
 
     # -- regions -----------------------------------------------------------------------
 
@@ -84,7 +92,7 @@ class SparseFile(io.RawIOBase):
     def gaps(self, start: int, end: int) -> list[tuple[int, int]]:
         """The parts of [start, end) not held yet (clipped to the size once it is known)."""
         if self._size is not None:
-            end = min(end, self._size)
+            end = min(end, self._size + len(self._tail))
         out: list[tuple[int, int]] = []
         pos = start
         for j in range(max(0, bisect.bisect_right(self._starts, start) - 1), len(self._starts)):
@@ -149,11 +157,31 @@ class SparseFile(io.RawIOBase):
         rel = offset - self._starts[i]
         return self._data[i][rel : rel + length]
 
+    def view(self, offset: int, length: int) -> memoryview:
+        """Like `peek`, without copying the bytes (a 48 MB moov is parsed in place)."""
+        self.ensure(offset, offset + length)
+        i = self._region_at(offset)
+        if i is None:
+            return memoryview(b"")
+        rel = offset - self._starts[i]
+        return memoryview(self._data[i])[rel : rel + length]
+
+    @property
+    def tail(self) -> bytes:
+        return self._tail
+
+    @property
+    def source_size(self) -> int:
+        """The source's size, without the tail."""
+        return self.size - len(self._tail)
+
     def drop_except(self, keep: tuple[tuple[int, bytes], ...]) -> None:
         """Forget everything but `keep` (the index), so memory stays index + one clip."""
         self._starts, self._data = [], []
         for offset, data in keep:
             self._insert(offset, data)
+        if self._tail and self._size is not None:
+            self._insert(self._size, self._tail)
 
     @contextlib.contextmanager
     def serving_blanks(self, ranges: tuple[tuple[int, int], ...]) -> Iterator[None]:
@@ -189,7 +217,7 @@ class SparseFile(io.RawIOBase):
         if self._size is None:
             self._fetch(0, self.readahead)
         assert self._size is not None
-        return self._size
+        return self._size + len(self._tail)
 
     def readable(self) -> bool:
         return True
