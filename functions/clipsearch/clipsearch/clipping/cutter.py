@@ -278,13 +278,33 @@ class ClipSource:
         self.index_path = "moov"
         try:
             with _as_clip_errors("opening"):
-                self._open(max_index_bytes)
+                try:
+                    self._open(max_index_bytes)
+                except _TABLES_MISSED:
+                    if self._movie is None:
+                        raise
+                    self._reopen_without_tables()
+                    self._open(max_index_bytes)
         except BaseException:
             self.close()
             raise
         finally:
             self._file.deadline = None
             self._file.budget = None
+
+    def _reopen_without_tables(self) -> None:
+        """Tables that fail to open (a damaged sidecar, or ones our parse got wrong): forget
+        them; a cached index is opened cold again, a cold one the whole-moov way."""
+        with contextlib.suppress(Exception):
+            self._container.close()
+        if self.index_cached and self._cache is not None and self._key:
+            self._cache.discard(self._key)
+        else:
+            self._use_tables = False
+        self._movie, self._windows, self._synthetic = None, {}, b""
+        self._file = SparseFile(self.source, size=self.source.size)
+        self._checked_moofs = set()
+        self.index_path = "moov"
 
     def _open(self, max_index_bytes: int) -> None:
         use_tables = self._use_tables
@@ -350,8 +370,8 @@ class ClipSource:
                 return None
         try:
             return parse_movie(self._file.view(moov.offset, moov.size), self._file.size)
-        except Unsupported:
-            return None
+        except (Unsupported, struct.error, IndexError, ValueError, ArithmeticError):
+            return None  # FFmpeg's own parse then, behind boxes.check_box as before
         finally:
             _release_free_memory()
 
@@ -853,7 +873,11 @@ class ClipSource:
             with _as_clip_errors("cutting"):
                 try:
                     return self._cut(start, end, Path(out_path), exact, max_preroll_s)
-                except _OutsideWindow:
+                except _TABLES_MISSED:
+                    # The synthetic index missed (or our tables failed on a hostile file):
+                    # cut again with FFmpeg parsing the moov, as before the tables.
+                    if self._movie is None:
+                        raise
                     self._to_moov()
                     return self._cut(start, end, Path(out_path), exact, max_preroll_s)
         finally:
@@ -1293,6 +1317,12 @@ def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
 
 class _OutsideWindow(Exception):
     """A cut left the samples its synthetic index holds; it is done again the whole way."""
+
+
+_TABLES_MISSED = (
+    _OutsideWindow, Unsupported, LookupError, ValueError, ArithmeticError, TypeError,
+    struct.error, av.FFmpegError,
+)  # fmt: skip
 
 
 class _SelfCheck(Exception):

@@ -586,6 +586,8 @@ def _edit(
     edts = _find(moov, body, end, "edts")
     if edts is None:
         return 0, 0
+    if movie_timescale <= 0:
+        raise Unsupported("an edit list without a movie timescale")
     elst = _find(moov, edts[1], edts[2], "elst")
     if elst is None:
         return 0, 0
