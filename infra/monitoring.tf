@@ -166,6 +166,33 @@ resource "google_logging_metric" "clip_fallbacks" {
   depends_on = [google_project_service.this]
 }
 
+# Clips cut, by how the engine indexed the source: "tables" (the synthetic index of the clip's
+# samples), "moov" (FFmpeg parsed the whole moov: fragmented and other layouts the tables do
+# not reproduce) or "tables+moov" (the tables missed and the cut was done again the old way).
+resource "google_logging_metric" "clips_by_index" {
+  name        = "${var.name_prefix}/clips_by_index"
+  description = "Clips cut, by index_path (tables, moov, tables+moov)."
+  filter      = "${local.function_resource} AND jsonPayload.event=\"clip\" AND jsonPayload.index_path:*"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "clipsearch clips by index path"
+    labels {
+      key         = "index_path"
+      value_type  = "STRING"
+      description = "how the source was indexed for the cut"
+    }
+  }
+
+  label_extractors = {
+    index_path = "EXTRACT(jsonPayload.index_path)"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
 # Per-clip distributions: bytes read from the source, ranged requests made, bytes stored.
 resource "google_logging_metric" "clip" {
   for_each = {

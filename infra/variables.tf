@@ -93,9 +93,9 @@ variable "function_source_dir" {
 }
 
 variable "memory" {
-  description = "Memory per instance: clip cutting holds an MP4 index (~20 MB per source hour) plus buffers."
+  description = "Memory per instance: the server and clients (~100 MiB), the index cache (index_cache_bytes; ~2.8 MB of tables per source hour) and, per event, one cut (~150 MiB peak on first sight of a 10 h source). 1Gi leaves ~2x headroom at concurrency 1 (docs/cost.md)."
   type        = string
-  default     = "2Gi"
+  default     = "1Gi"
   validation {
     condition     = contains(["512Mi", "1Gi", "2Gi", "4Gi", "8Gi", "16Gi", "32Gi"], var.memory)
     error_message = "memory must be one of 512Mi, 1Gi, 2Gi, 4Gi, 8Gi, 16Gi, 32Gi."
@@ -103,7 +103,7 @@ variable "memory" {
 }
 
 variable "cpu" {
-  description = "vCPUs per instance (2Gi needs at least 1)."
+  description = "vCPUs per instance (1 vCPU needs at least 512Mi of memory)."
   type        = string
   default     = "1"
   validation {

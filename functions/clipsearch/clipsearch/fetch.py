@@ -480,5 +480,6 @@ class ClipFetcher:
                 "clip_bytes": artifact.size,
                 "clip_ms": round(clip_ms, 1),
                 **({"timings_ms": timings} if timings else {}),
+                **({"index_path": info.index_path} if info is not None else {}),
             },
         )

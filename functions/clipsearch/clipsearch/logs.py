@@ -31,6 +31,7 @@ METRIC_FIELDS = (
     "requests",
     "clip_bytes",
     "clip_ms",
+    "index_path",
 )
 TRACE_FIELD = "logging.googleapis.com/trace"
 
