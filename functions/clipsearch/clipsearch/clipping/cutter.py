@@ -18,11 +18,9 @@ import ctypes
 import functools
 import itertools
 import math
-import os
 import re
 import statistics
 import struct
-import tempfile
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -54,6 +52,7 @@ from clipsearch.clipping.boxes import (
 )
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
+from clipsearch.clipping.mux import write_clip
 from clipsearch.clipping.planner import (
     NEXT_SHOWN_SCAN,
     EntriesIndex,
@@ -67,6 +66,8 @@ from clipsearch.clipping.planner import (
 from clipsearch.clipping.reader import SparseFile
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.tables import HEAD_SAMPLES, Movie, Unsupported, parse_movie
+from clipsearch.clipping.verify import codec_name as _codec_name
+from clipsearch.clipping.verify import self_check
 
 DEFAULT_MAX_CLIP_S = 600.0
 DEFAULT_MAX_PREROLL_S = 60.0  # keyframe snapping may start the clip at most this early
@@ -90,7 +91,6 @@ FRAGMENT_PLAN_MIN = 16 * 1024 * 1024
 FRAGMENT_PLAN_FACTOR = 8
 FFMPEG_MAX_ALLOC = 96 * 1024 * 1024
 MAX_PACKETS = 200_000  # per cut: 600 s of 120 fps video plus audio, with room
-SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
 MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a bad seek
 MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
@@ -1149,34 +1149,22 @@ class ClipSource:
                 # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
                 # list it, or a reader honouring the clip's edit list starts decoding there.
                 p.is_keyframe = False
-        out_path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".clip-", suffix=".mp4", dir=out_path.parent)
-        os.close(fd)
-        tmp = Path(tmp_name)
-        try:
-            with av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as output:
-                ov = output.add_stream_from_template(v, opaque=True)
-                if self._pix_fmt is not None:
-                    ov.codec_context.pix_fmt = self._pix_fmt
-                with contextlib.suppress(Exception):
-                    ov.codec_tag = v.codec_tag  # hvc1 stays hvc1 (the muxer's default is hev1)
-                outs = {a.index: output.add_stream_from_template(a, opaque=True) for a in tracks}
-                for out in (ov, *outs.values()):
-                    # btrt/esds then state the clip's own bitrates, not the source's average
-                    # (which FFmpeg derives from whatever index it was given).
-                    with contextlib.suppress(Exception):
-                        out.codec_context.bit_rate = 0
-                for p in [*got.video, *audio]:
-                    shift = round(origin / p.time_base)
-                    p.pts -= shift
-                    p.dts -= shift
-                    p.stream = ov if p.stream is v else outs[p.stream.index]
-                output.mux(_interleave(got.video, audio))
-            self._self_check(tmp, real_end - real_start, audio_tracks=len(tracks))
-            os.replace(tmp, out_path)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_clip(
+            out_path,
+            v,
+            got.video,
+            tracks,
+            audio,
+            origin,
+            pix_fmt=self._pix_fmt,
+            check=lambda path: self_check(
+                path,
+                codec=_codec_name(v),
+                shown_s=real_end - real_start,
+                audio_tracks=len(tracks),
+                check_deadline=self._file.check_deadline,
+            ),
+        )
         return _Written(
             out_path, real_start, real_end, out_path.stat().st_size, has_audio=bool(tracks)
         )
@@ -1244,65 +1232,6 @@ class ClipSource:
                 )
         return self._ctts
 
-    def _self_check(self, path: Path, shown_s: float, *, audio_tracks: int) -> None:
-        """Read the written clip back: its streams, duration and first keyframe, decoded.
-
-        A clip that fails is never kept: the caller falls back with SELF_CHECK_FAILED.
-        """
-        self._file.check_deadline()
-        want = _codec_name(self._video)
-        try:
-            with av.open(str(path)) as clip:
-                videos, audios = clip.streams.video, clip.streams.audio
-                if len(videos) != 1 or len(audios) != audio_tracks:
-                    raise _SelfCheck(f"{len(videos)} video and {len(audios)} audio streams")
-                cv = videos[0]
-                if _codec_name(cv) != want:
-                    raise _SelfCheck(f"video codec {_codec_name(cv)}, source {want}")
-                if cv.time_base is None or not cv.frames:
-                    raise _SelfCheck("no video frames")
-                length = float((cv.duration or 0) * cv.time_base)
-                tolerance = max(0.25, 3 * float(cv.duration or 0) * cv.time_base / cv.frames)
-                if abs(length - shown_s) > tolerance:
-                    raise _SelfCheck(f"video lasts {length:.3f}s, planned {shown_s:.3f}s")
-                frame_s = float(cv.duration * cv.time_base) / cv.frames if cv.duration else 0
-                self._decode_first(clip, cv, frame_s)
-        except ClipUnavailable:
-            raise
-        except _SelfCheck as error:
-            raise ClipUnavailable(ClipReason.SELF_CHECK_FAILED, str(error)) from None
-        except Exception as error:
-            raise ClipUnavailable(
-                ClipReason.SELF_CHECK_FAILED, _clean(f"the clip does not read back: {error}")
-            ) from None
-
-    @staticmethod
-    def _decode_first(clip: Any, stream: Any, frame_s: float) -> None:
-        """The first packet is a keyframe and the first frame a decoder shows is at 0 s.
-
-        A start a decoder cannot begin at (a recovery point marked as sync) shows later.
-        """
-        decoder = stream.codec_context
-        packets = 0
-        for packet in clip.demux(stream):
-            if not packet.size:
-                continue
-            if packets == 0 and not packet.is_keyframe:
-                raise _SelfCheck("the first video packet is not a keyframe")
-            packets += 1
-            if decoder is None:  # no decoder for the codec in this build: the demux checks stand
-                return
-            frames = list(decoder.decode(packet))
-            if frames or packets >= SELF_CHECK_PACKETS:
-                break
-        else:
-            frames = list(decoder.decode(None)) if decoder is not None and packets else []
-        if not frames:
-            raise _SelfCheck("the clip's first frames do not decode")
-        shown = frames[0].time
-        if shown is None or abs(shown) > max(frame_s / 2, 0.002):
-            raise _SelfCheck(f"the first decoded frame shows at {shown}s, not 0")
-
 
 def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
     """A packet with data and times, not one read twice (a fragment re-read after a seek)."""
@@ -1323,10 +1252,6 @@ _TABLES_MISSED = (
     _OutsideWindow, Unsupported, LookupError, ValueError, ArithmeticError, TypeError,
     struct.error, av.FFmpegError,
 )  # fmt: skip
-
-
-class _SelfCheck(Exception):
-    """A written clip failed its read-back."""
 
 
 def _check_continuous(video: list[Any], tb: Fraction, fragmented: bool) -> None:
@@ -1370,13 +1295,6 @@ class _Written:
     has_audio: bool
 
 
-def _interleave(video: list[Any], audio: list[Any]) -> list[Any]:
-    """Packets in decode-time order across streams, as the muxer likes them."""
-    both = list(video) + list(audio)
-    both.sort(key=lambda p: Fraction(p.dts) * p.time_base)
-    return both
-
-
 def cut_clip(
     source: RangeSource,
     start: float,
@@ -1402,10 +1320,3 @@ def cut_clip(
         return clips.cut(
             start, end, out_path, exact=exact, max_clip_s=max_clip_s, max_preroll_s=max_preroll_s
         )
-
-
-def _codec_name(stream: Any) -> str:
-    """The codec's id name (`av1`, not the decoder `libdav1d`)."""
-    with contextlib.suppress(Exception):
-        return str(stream.codec_context.codec.canonical_name)
-    return "unknown"
