@@ -403,13 +403,12 @@ class ClipSource:
         end a synthetic moov of the windows' samples (which keep their offsets)."""
         assert self._movie is not None
         moov = self.index_moov()
-        self._synthetic, kept = self._movie.synthesize(windows)
+        self._synthetic = self._movie.synthesize(windows)
         header = struct.pack(">I4s", moov.size, b"free")
         size = self._file.source_size
         regions = tuple(sorted([*spans, (moov.offset, header)]))
         f = SparseFile(self.source, size=size, regions=regions, tail=self._synthetic)
         self._ctts_synthetic = boxes.video_composition_offsets(self._synthetic)
-        del kept
         return f
 
     def _blanks(self) -> tuple[tuple[int, int], ...]:

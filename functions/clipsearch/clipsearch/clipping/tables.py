@@ -224,29 +224,17 @@ class Movie:
     def samples(self) -> int:
         return sum(t.samples for t in self.tracks)
 
-    def synthesize(
-        self, windows: Sequence[tuple[int, int] | None]
-    ) -> tuple[bytes, tuple[Kept, ...]]:
-        """A moov whose tracks hold their first samples and `windows[t]` = (first, last).
+    def synthesize(self, windows: Sequence[tuple[int, int] | None]) -> bytes:
+        """A moov whose tracks hold the samples of `windows[t]` = (first, last) and the few
+        the demuxer reads at the ends and at the edit (`_rows`).
 
-        Between the two, one placeholder sample (never read: the demux of a clip starts at a
-        keyframe inside the window) spans the decode time left out, so every kept sample
-        keeps its decode time; every kept sample keeps its byte offset in the source.
-        A track whose window is None keeps its head only (a track no clip uses).
+        Each gap becomes placeholder samples (never read: a cut that reaches one is done
+        again the whole way) spanning the decode time left out, so every kept sample keeps
+        its decode time and its byte offset in the source. A track whose window is None
+        keeps only those few (a track no clip uses).
         """
         tables = [_track_tables(t, w) for t, w in zip(self.tracks, windows, strict=True)]
-        moov = _rebuild(self.skeleton, [b for b, _ in tables])
-        return moov, tuple(k for _, k in tables)
-
-
-@dataclass(frozen=True)
-class Kept:
-    """A synthetic track: the window [first, last] it was built for, and the decode-time
-    spans [start, stop) its placeholders stand in for (a packet there is not the source's)."""
-
-    first: int
-    last: int
-    placeholders: tuple[tuple[int, int], ...]
+        return _rebuild(self.skeleton, tables)
 
 
 # -- parsing ---------------------------------------------------------------------------
@@ -617,8 +605,8 @@ def _edit(
 # -- synthesis --------------------------------------------------------------------------
 
 
-def _track_tables(track: Track, window: tuple[int, int] | None) -> tuple[bytes, Kept]:
-    rows, placeholders = _rows(track, window)
+def _track_tables(track: Track, window: tuple[int, int] | None) -> bytes:
+    rows = _rows(track, window)
     sizes: list[int] = []
     offsets: list[int] = []
     deltas: list[int] = []
@@ -671,8 +659,7 @@ def _track_tables(track: Track, window: tuple[int, int] | None) -> tuple[bytes, 
     for header, runs in track.groups:
         indices = [0 if step else _group_of(runs, i) for i, _, step in rows]
         parts.append(_box("sbgp", header, *_sbgp_body(indices)))
-    first, last = window if window is not None else (-1, -2)
-    return b"".join(parts), Kept(first, last, tuple(placeholders))
+    return b"".join(parts)
 
 
 def _member(table: array.array[int], value: int) -> bool:
@@ -680,9 +667,7 @@ def _member(table: array.array[int], value: int) -> bool:
     return i < len(table) and table[i] == value
 
 
-def _rows(
-    track: Track, window: tuple[int, int] | None
-) -> tuple[list[tuple[int, int, int]], list[tuple[int, int]]]:
+def _rows(track: Track, window: tuple[int, int] | None) -> list[tuple[int, int, int]]:
     """(source sample, decode time, placeholder length or 0) per output sample.
 
     Kept: the first and the last HEAD_SAMPLES samples, those around the edit's start (the
@@ -704,20 +689,16 @@ def _rows(
         else:
             merged.append([a, b])
     rows: list[tuple[int, int, int]] = []
-    placeholders: list[tuple[int, int]] = []
     for (a, b), following in itertools.zip_longest(merged, merged[1:]):
         rows += [(i, 0, 0) for i in range(a, b + 1)]
         if following is None:
             break
         at, stop = track.dts(b + 1), track.dts(following[0])
-        start = at
         while at < stop:
             step = min(stop - at, MAX_GAP_TICKS)
             rows.append((following[0], at, step))
             at += step
-        if stop > start:
-            placeholders.append((start, stop))
-    return rows, placeholders
+    return rows
 
 
 def _group_of(runs: Runs, sample: int) -> int:

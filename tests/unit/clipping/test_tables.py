@@ -1,0 +1,130 @@
+"""Our sample tables (tables.py) and the planner's index over them, against FFmpeg's own index.
+
+FFmpeg parses the same moov its way; for every sample of every track our offset, size, decode
+time (shifted to FFmpeg's timeline) and sync flag must be its, and the planner's search must
+answer what FFmpeg's av_index_search_timestamp answers.
+"""
+
+from __future__ import annotations
+
+import itertools
+import struct
+from pathlib import Path
+
+import av
+import pytest
+
+from clipsearch.clipping.planner import EntriesIndex, TableIndex
+from clipsearch.clipping.tables import (
+    Movie,
+    Unsupported,
+    dump_movie,
+    load_movie,
+    parse_movie,
+)
+
+KINDS = ("faststart", "moov_at_end", "video_only", "hvc1", "hev1")
+
+
+def _movie(path: Path) -> Movie:
+    data = path.read_bytes()
+    pos = 0
+    while pos < len(data):
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"moov":
+            return parse_movie(data[pos : pos + size], len(data))
+        pos += size
+    raise AssertionError("no moov")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_sample_is_where_and_when_ffmpeg_says(sources: dict[str, Path], kind: str) -> None:
+    movie = _movie(sources[kind])
+    with av.open(str(sources[kind])) as container:
+        assert len(container.streams) == len(movie.tracks)
+        for stream, track in zip(container.streams, movie.tracks, strict=True):
+            entries = stream.index_entries
+            assert len(entries) == track.samples
+            shift = int(entries[0].timestamp) - track.dts(0)
+            for i, entry in enumerate(entries):
+                assert track.offset(i) == entry.pos, (kind, stream.index, i)
+                assert track.sizes[i] == entry.size, (kind, stream.index, i)
+                assert track.dts(i) + shift == entry.timestamp, (kind, stream.index, i)
+                assert track.is_sync(i) == entry.is_keyframe, (kind, stream.index, i)
+
+
+@pytest.mark.parametrize("kind", ["moov_at_end", "hev1"])
+def test_the_planners_search_answers_as_ffmpegs_does(sources: dict[str, Path], kind: str) -> None:
+    movie = _movie(sources[kind])
+    with av.open(str(sources[kind])) as container:
+        stream = container.streams.video[0]
+        track = movie.tracks[stream.index]
+        theirs = EntriesIndex(stream.index_entries, None)
+        ours = TableIndex(track, int(stream.index_entries[0].timestamp) - track.dts(0))
+        last = ours.timestamp(len(ours) - 1)
+        step = max(1, (last - ours.timestamp(0)) // 400)
+        for ts in range(ours.timestamp(0) - 3 * step, last + 3 * step, step):
+            for backward, any_frame in itertools.product((True, False), repeat=2):
+                expected = theirs.search(ts, backward=backward, any_frame=any_frame)
+                got = ours.search(ts, backward=backward, any_frame=any_frame)
+                assert got == expected, (kind, ts, backward, any_frame)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_tables_round_trip_through_the_sidecar_form(sources: dict[str, Path], kind: str) -> None:
+    movie = _movie(sources[kind])
+    again = load_movie(dump_movie(movie))
+    assert again.skeleton == movie.skeleton
+    assert again.movie_timescale == movie.movie_timescale
+    for a, b in zip(movie.tracks, again.tracks, strict=True):
+        assert a.arrays() == b.arrays()
+        assert a.sdtp == b.sdtp
+        assert [(h, r.starts, r.values) for h, r in a.groups] == [
+            (h, r.starts, r.values) for h, r in b.groups
+        ]
+        assert (a.edit_shift, a.edit_media_time, a.ctts_version) == (
+            b.edit_shift,
+            b.edit_media_time,
+            b.ctts_version,
+        )
+
+
+def test_index_is_compact(sources: dict[str, Path]) -> None:
+    """Issue 11's bound: at most 16 bytes of index per sample, all tracks together."""
+    movie = _movie(sources["moov_at_end"])
+    tables = sum(t.nbytes for t in movie.tracks)
+    assert tables <= 16 * movie.samples, (tables, movie.samples)
+
+
+def test_a_synthetic_index_of_no_window_keeps_only_the_ends(sources: dict[str, Path]) -> None:
+    movie = _movie(sources["moov_at_end"])
+    synthetic = movie.synthesize([None] * len(movie.tracks))
+    again = parse_movie(synthetic, 1 << 40)
+    for source, kept in zip(movie.tracks, again.tracks, strict=True):
+        # 16 first + placeholders + 16 last samples; each kept sample where it was.
+        assert kept.samples < 40
+        assert [kept.offset(i) for i in range(16)] == [source.offset(i) for i in range(16)]
+        assert kept.dts(kept.samples - 1) == source.dts(source.samples - 1)
+        assert kept.offset(kept.samples - 1) == source.offset(source.samples - 1)
+
+
+@pytest.mark.parametrize(
+    ("mutation", "why"),
+    [
+        (lambda b: b.replace(b"stsz", b"stsX", 1), "stbl with stsX"),
+        (lambda b: b.replace(b"mvhd", b"mvhX", 1), "movie timescale"),
+    ],
+)
+def test_tables_we_cannot_reproduce_are_refused_not_guessed(
+    sources: dict[str, Path], mutation: object, why: str
+) -> None:
+    data = sources["moov_at_end"].read_bytes()
+    pos = 0
+    while True:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"moov":
+            break
+        pos += size
+    moov = mutation(data[pos : pos + size])  # type: ignore[operator]
+    with pytest.raises(Unsupported, match=why):
+        parse_movie(moov, len(data))
