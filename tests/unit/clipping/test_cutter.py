@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -286,7 +287,8 @@ def test_the_open_probes_the_first_packet_without_fetching_it(
     monkeypatch.setattr(boxes, "HEAD_BYTES", 1024)
     path = sources[layout]
     with av.open(str(path)) as container:
-        first = min(container.streams.video[0].index_entries, key=lambda e: e.pos)
+        entry = min(container.streams.video[0].index_entries, key=lambda e: e.pos)
+        first = SimpleNamespace(pos=entry.pos, size=entry.size)  # the entry dies with the file
     assert first.pos + first.size > 1024
     source = RecordingSource(path)
     with ClipSource(source) as clips:
@@ -310,11 +312,13 @@ def test_a_clip_ending_just_before_a_keyframe_does_not_plan_it(sources, source_f
     path = sources["moov_at_end"]
     with av.open(str(path)) as container:
         video = container.streams.video[0]
-        keyframe = next(
+        entry = next(
             e
             for e in video.index_entries
             if e.is_keyframe and float(e.timestamp * video.time_base) > 30
         )
+        # Copied out: an IndexEntry points into the container's memory, freed at close.
+        keyframe = SimpleNamespace(timestamp=entry.timestamp, pos=entry.pos, size=entry.size)
         keyframe_dts = float(keyframe.timestamp * video.time_base)
     start, end = keyframe_dts - 4, keyframe_dts - 0.15
     with ClipSource(FileRangeSource(path)) as clips:

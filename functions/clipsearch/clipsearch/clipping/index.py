@@ -68,11 +68,13 @@ class SourceIndex:
             parts += [_SPAN.pack(offset, len(data)), data]
         packed = zlib.compress(b"".join(parts), 1)
         movie = dump_movie(self.movie) if self.movie is not None else b""
+        pad = bytes(-(_HEAD.size + _SPAN.size + len(packed)) % 8)  # the tables 8-aligned
         return b"".join(
             [
                 _HEAD.pack(_MAGIC, _VERSION, self.size),
                 _SPAN.pack(len(packed), len(movie)),
                 packed,
+                pad,
                 movie,
             ]
         )
@@ -89,9 +91,11 @@ class SourceIndex:
             raise ValueError("index blob too short")
         packed_len, movie_len = _SPAN.unpack_from(blob, _HEAD.size)
         at = _HEAD.size + _SPAN.size
-        if at + packed_len + movie_len != len(blob) or movie_len > max_bytes:
+        pad = -(at + packed_len) % 8
+        if at + packed_len + pad + movie_len != len(blob) or movie_len > max_bytes:
             raise ValueError("index blob truncated or padded")
-        movie = load_movie(memoryview(blob)[at + packed_len :]) if movie_len else None
+        # The tables are views into `blob` (no copy): the cache holds the blob itself.
+        movie = load_movie(memoryview(blob)[len(blob) - movie_len :]) if movie_len else None
         try:
             inflater = zlib.decompressobj()
             body = inflater.decompress(blob[at : at + packed_len], max_bytes)
