@@ -532,8 +532,9 @@ def _markdown(report: dict[str, Any]) -> str:
     for label in report["sources"]:
         r = next(x for x in report["rows"] if x["source"] == label and x["mode"] == "cold")
         lines.append(
-            f"- {label}: {r['index_bytes'] / 1e6:.2f} MB of index spans fetched cold (head + "
-            f"moov), sidecar blob {r['sidecar_size'] / 1e6:.2f} MB (zlib)"
+            f"- {label}: {r['index_bytes'] / 1e6:.2f} MB of index held in memory "
+            f"(`SourceIndex.nbytes`: the moov as compact tables, plus the boxes around it), "
+            f"sidecar blob {r['sidecar_size'] / 1e6:.2f} MB (boxes zlib, tables raw)"
         )
     if report.get("gcs_whole_download"):
         w = report["gcs_whole_download"]

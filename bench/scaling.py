@@ -6,27 +6,36 @@ child process cuts one 6 s clip from the middle of the source through the engine
 clip from another, 60 s source, so the process's one-off costs (lazy imports, codec set-up,
 ~100 ms here) are paid before the clock starts and every figure is what this source costs:
 
-- `cold`: a new process, no sidecar: walk the boxes, read the index, serialise the sidecar
-  (`SourceIndex.dumps()`, as the function does before its first cut), cut.
+- `cold`: a new process, no sidecar: walk the boxes, read the index, cut. As the function
+  does (fetch.py `ClipFetcher._write_sidecar`), the sidecar is written by a thread started
+  right after the open, concurrently with the cut: `SourceIndex.dumps()`, then the blob
+  written to a temp file (standing for the upload to the results bucket); it is joined after
+  the cut and the source's close, as the event joins it before its fetch stage returns.
 - `cold-with-sidecar`: a new process, the sidecar present: read it, `SourceIndex.loads()`
   into an `IndexCache`, open from the cache, cut.
 - `warm`: the index already in the instance's memory cache: the process first cuts another
   clip (a quarter into the source; that fills the cache), then the measured clip is a second
   `ClipSource` in the same process, as the next event on the same instance would open.
 
-Wall time runs from the start of the scenario's work to the clip written and the source
-closed. Peak RSS is `ru_maxrss` of the child (read by the parent with `wait4`; the parent
-imports neither PyAV nor the engine, so it cannot lend the child its own peak); the child
-also reports the peak of the measured cut alone (VmHWM reset through /proc/self/clear_refs
-right before it), which for `warm` leaves out the cut that filled the cache. Bytes read and
-requests are those on the source; the sidecar read (one GET on the results bucket) is counted
-apart. Repetitions interleave every length and scenario, so a noisy neighbour hits all of
-them alike; figures are medians.
+`wall_ms` is the clip's critical path: from the start of the scenario's work to the clip
+written and the source closed (what the hit waits for). `event_wall_ms` runs on to the sidecar
+writer joined (the same as `wall_ms` where nothing is written); `dumps_ms` is timed inside the
+writer thread. Every row also says how the demuxer saw the source (`ClipInfo.index_path`); the
+run fails unless it is "tables" (a synthetic moov of the clip's samples) for these sources.
+Peak RSS is `ru_maxrss` of the child (read by the parent with `wait4`; the parent imports
+neither PyAV nor the engine, so it cannot lend the child its own peak); the child also reports
+the peak of the measured cut alone (VmHWM reset through /proc/self/clear_refs right before it),
+which for `warm` leaves out the cut that filled the cache. Bytes read and requests are those on
+the source; the sidecar read (one GET on the results bucket) is counted apart. Repetitions
+interleave every length and scenario, so a noisy neighbour hits all of them alike; figures are
+medians.
 
 Sources: one 60 s piece of bench/media_realistic.py footage (720p30 H.264 + AAC stereo, moov
 at the end) at a low video bitrate, concatenated by the ffmpeg CLI's concat demuxer with stream
 copy (no re-encode), moov written at the end by the mp4 muxer; all cached in bench/out/media/.
-The index (sample tables) grows with the sample count, not the bitrate.
+The index (sample tables) grows with the sample count, not the bitrate. The prepare step
+rewrites every source's .idx sidecar in the engine's current format (a stale one from an
+older engine is replaced, never loaded) and reads it back once to check it.
 
 Writes bench/out/scaling.json (a list of rows) and bench/out/scaling.md.
 """
@@ -42,6 +51,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -123,7 +133,7 @@ def _reset_peak() -> bool:
 def prepare(spec: dict[str, Any]) -> dict[str, Any]:
     """Describe one source and write its sidecar (the `cold-with-sidecar` scenario reads it)."""
     from bench.clipping import _describe  # noqa: PLC0415
-    from clipsearch.clipping import ClipSource, FileRangeSource  # noqa: PLC0415
+    from clipsearch.clipping import ClipSource, FileRangeSource, SourceIndex  # noqa: PLC0415
 
     path = Path(spec["path"])
     with ClipSource(FileRangeSource(path, cache_key=KEY)) as clips:
@@ -133,16 +143,35 @@ def prepare(spec: dict[str, Any]) -> dict[str, Any]:
     started = time.perf_counter()
     blob = index.dumps()
     dumps_ms = (time.perf_counter() - started) * 1000
-    Path(spec["sidecar"]).write_bytes(blob)
+    # Always rewritten (never trusted because it exists): a sidecar left by an older engine
+    # would otherwise be what `cold-with-sidecar` loads. Written aside, then renamed.
+    sidecar = Path(spec["sidecar"])
+    stale = sidecar.exists() and sidecar.read_bytes()[:5] != blob[:5]  # magic + version
+    partial = sidecar.with_suffix(".idx.partial")
+    partial.write_bytes(blob)
+    partial.rename(sidecar)
+    started = time.perf_counter()
+    loaded = SourceIndex.loads(sidecar.read_bytes())
+    loads_ms = (time.perf_counter() - started) * 1000
+    if loaded.nbytes != index.nbytes or loaded.dumps() != blob:
+        raise RuntimeError(f"{sidecar.name}: the sidecar does not load back to the same index")
     moov = index.box("moov")
+    movie = index.movie
+    samples = movie.samples if movie is not None else None
     return {
         **_describe(path),
         "layout": layout,
         "engine_duration_s": round(duration, 3),
         "moov_bytes": moov.size if moov else None,
         "index_bytes": index.nbytes,
+        "index_table_bytes": movie.nbytes if movie is not None else 0,
+        "samples": samples,
+        "index_bytes_per_sample": round(index.nbytes / samples, 2) if samples else None,
         "sidecar_size": len(blob),
+        "sidecar_version": blob[4],
+        "sidecar_was_stale": stale,
         "dumps_ms": round(dumps_ms, 1),
+        "loads_ms": round(loads_ms, 1),
     }
 
 
@@ -176,8 +205,23 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
         reset = _reset_peak()
         out = Path(tmp) / "clip.mp4"
         ranged = FileRangeSource(path, cache_key=KEY)
-        sidecar_requests = sidecar_read = sidecar_written = 0
-        loads_ms = dumps_ms = 0.0
+        sidecar_requests = sidecar_read = 0
+        loads_ms = 0.0
+        written: dict[str, float] = {}
+        writer: threading.Thread | None = None
+
+        def write_sidecar(index: SourceIndex) -> None:
+            """The function's `_write_sidecar`: dumps, then the upload (here a temp file)."""
+            began = time.perf_counter()
+            blob = index.dumps()
+            dumped = time.perf_counter()
+            (Path(tmp) / "sidecar.idx").write_bytes(blob)
+            written.update(
+                bytes=len(blob),
+                dumps_ms=(dumped - began) * 1000,
+                write_ms=(time.perf_counter() - dumped) * 1000,
+            )
+
         started = time.perf_counter()
         if kind == "cold-with-sidecar":  # the function's _warm_cache: GET, loads, put
             blob = Path(spec["sidecar"]).read_bytes()
@@ -186,27 +230,35 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
             loads_ms = (time.perf_counter() - started) * 1000
         with ClipSource(ranged, index_cache=cache) as clips:
             opened = time.perf_counter()
-            if kind == "cold":  # the function serialises the sidecar before the first cut
-                sidecar_written = len(clips.index.dumps())
-                dumps_ms = (time.perf_counter() - opened) * 1000
+            if kind == "cold":  # as the function: the sidecar written beside the cut
+                writer = threading.Thread(target=write_sidecar, args=(clips.index,))
+                writer.start()
             info = clips.cut(start, start + clip_s, out)
             cached = clips.index_cached
-        wall_ms = (time.perf_counter() - started) * 1000
+        wall_ms = (time.perf_counter() - started) * 1000  # what the hit waits for
+        if writer is not None:  # the event joins the writer before its fetch stage returns
+            writer.join()
+            if "bytes" not in written:
+                raise RuntimeError("the sidecar writer failed")
+        event_wall_ms = (time.perf_counter() - started) * 1000
         cut_peak_kib = _status_kib("VmHWM") if reset else None
     if cached != (kind != "cold"):
         raise RuntimeError(f"{kind}: index_cached={cached}")
     return {
         "wall_ms": round(wall_ms, 1),
+        "event_wall_ms": round(event_wall_ms, 1),
+        "index_path": info.index_path,
         "process_first_cut_ms": round(first_cut_ms, 1),
         "open_ms": round((opened - started) * 1000, 1),
         "loads_ms": round(loads_ms, 1),
-        "dumps_ms": round(dumps_ms, 1),
+        "dumps_ms": round(written.get("dumps_ms", 0.0), 1),
+        "sidecar_write_ms": round(written.get("write_ms", 0.0), 1),
         "timings_ms": {k: round(v, 1) for k, v in info.timings_ms.items()},
         "bytes_read": info.bytes_read,
         "requests": info.requests,
         "sidecar_requests": sidecar_requests,
         "sidecar_bytes_read": sidecar_read,
-        "sidecar_bytes_written": sidecar_written,
+        "sidecar_bytes_written": int(written.get("bytes", 0)),
         "clip_bytes": info.size,
         "real_start": round(info.start, 3),
         "real_end": round(info.end, 3),
@@ -252,6 +304,8 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
         )
         if described["layout"] != "moov_at_end":
             raise RuntimeError(f"{path.name}: layout {described['layout']}, not moov at the end")
+        if not described["index_table_bytes"]:
+            raise RuntimeError(f"{path.name}: the index holds no tables (the moov as bytes)")
         meta[str(n)] = {**described, "path": str(path), "sidecar": str(sidecar)}
         print(f"{n} s: {json.dumps(described)}", flush=True)
     runs: dict[tuple[int, str], list[tuple[dict[str, Any], float]]] = {}
@@ -269,6 +323,8 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
                     "warmup_path": str(_piece()),
                 }
                 result, maxrss = _child(["--scenario", json.dumps(spec)])
+                if result["index_path"] != "tables":  # these sources must never parse the moov
+                    raise RuntimeError(f"{n} s {kind}: index_path {result['index_path']!r}")
                 runs.setdefault((n, kind), []).append((result, maxrss))
                 print(
                     f"rep {rep + 1}/{repeats} {n} s {kind}: {result['wall_ms']:.0f} ms, "
@@ -279,7 +335,7 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
     for (n, kind), results in runs.items():
         first = results[0][0]
         for r, _ in results:  # the same clip every time: same bytes, same requests
-            for field in ("bytes_read", "requests", "clip_bytes", "real_start"):
+            for field in ("bytes_read", "requests", "clip_bytes", "real_start", "index_path"):
                 if r[field] != first[field]:
                     raise RuntimeError(
                         f"{n} s {kind}: {field} varies: {r[field]} != {first[field]}"
@@ -295,6 +351,8 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
                 "peak_rss_mib": _median(peaks),
                 "bytes_read": first["bytes_read"],
                 "requests": first["requests"],
+                "index_path": first["index_path"],
+                "event_wall_ms": _median([r["event_wall_ms"] for r, _ in results]),
                 "median_of": len(results),
                 "clip_s": CLIP_S,
                 "clip_bytes": first["clip_bytes"],
@@ -304,6 +362,7 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
                 "open_ms": _median([r["open_ms"] for r, _ in results]),
                 "loads_ms": _median([r["loads_ms"] for r, _ in results]),
                 "dumps_ms": _median([r["dumps_ms"] for r, _ in results]),
+                "sidecar_write_ms": _median([r["sidecar_write_ms"] for r, _ in results]),
                 "cut_ms": _median(
                     [
                         r["timings_ms"].get("fetch", 0) + r["timings_ms"].get("remux", 0)
@@ -321,6 +380,7 @@ def run(lengths: list[int], repeats: int) -> tuple[list[dict[str, Any]], dict[st
                 "source_bytes": src["size"],
                 "moov_bytes": src["moov_bytes"],
                 "index_bytes": src["index_bytes"],
+                "index_bytes_per_sample": src["index_bytes_per_sample"],
                 "sidecar_size": src["sidecar_size"],
             }
         )
@@ -351,6 +411,11 @@ def _label(n: int) -> str:
     return f"{n // 3600} h" if n % 3600 == 0 else f"{n // 60} min" if n % 60 == 0 else f"{n} s"
 
 
+def _samples(stream: str) -> str:
+    """'h264 1280x720 30 fps, 18000 samples' -> '18,000'."""
+    return f"{int(stream.rsplit(', ', 1)[-1].split(maxsplit=1)[0]):,}"
+
+
 def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     lines = [
         f"`{info['command']}` on {info['date']}; run took {info['run_s']} s; every figure "
@@ -359,15 +424,19 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
         f"A {CLIP_S:g} s clip from the middle of each source; clip engine sources sha256 "
         f"{info['engine_sha256']}.",
         "",
-        "| source | moov | sidecar | index spans | samples (video / audio) |",
-        "|---|--:|--:|--:|---|",
+        "| source | moov | sidecar (dumps / loads, prepare step) | index held in memory "
+        "(of it tables) | index bytes per sample | samples (video / audio) |",
+        "|---|--:|--:|--:|--:|---|",
     ]
     for n, src in info["sources"].items():
+        per_sample = src["index_bytes_per_sample"]
         lines.append(
             f"| {_label(int(n))} ({src['size'] / 1e6:,.0f} MB) | {src['moov_bytes'] / 1e6:.2f} MB "
-            f"| {src['sidecar_size'] / 1e6:.2f} MB (dumps {src['dumps_ms']:.0f} ms) "
-            f"| {src['index_bytes'] / 1e6:.2f} MB | {src['video'].split(', ')[-1]} / "
-            f"{src['audio'].split(', ')[-1]} |"
+            f"| {src['sidecar_size'] / 1e6:.2f} MB ({src['dumps_ms']:.0f} / "
+            f"{src['loads_ms']:.0f} ms) | {src['index_bytes'] / 1e6:.2f} MB "
+            f"({src['index_table_bytes'] / 1e6:.2f} MB) | "
+            f"{f'{per_sample:.2f}' if per_sample else 'n/a'} | "
+            f"{_samples(src['video'])} / {_samples(src['audio'])} |"
         )
     base = {
         r["scenario"]: r["wall_ms"]
@@ -376,23 +445,26 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any]) -> str:
     }
     lines += [
         "",
-        "| source | scenario | wall ms per clip (median) | x shortest | open / sidecar loads "
-        "or dumps / cut ms | peak RSS MiB (ru_maxrss) | measured cut's peak RSS MiB (RSS "
-        "before it) | bytes read (source) | requests (source) | clip bytes |",
-        "|---|---|--:|--:|---|--:|--:|--:|--:|--:|",
+        "| source | scenario | wall ms per clip (critical path, median) | x shortest | "
+        "event wall ms (sidecar joined) | open / sidecar loads / cut ms | sidecar dumps ms "
+        "(writer thread) | peak RSS MiB (ru_maxrss) | measured cut's peak RSS MiB (RSS "
+        "before it) | bytes read (source) | requests (source) | clip bytes | index path |",
+        "|---|---|--:|--:|--:|---|--:|--:|--:|--:|--:|--:|---|",
     ]
     for r in rows:
-        side = r["loads_ms"] if r["scenario"] == "cold-with-sidecar" else r["dumps_ms"]
+        dumps = f"{r['dumps_ms']:.0f}" if r["scenario"] == "cold" else "n/a"
+        loads = f"{r['loads_ms']:.0f}" if r["scenario"] == "cold-with-sidecar" else "n/a"
         extra = ""
         if r["sidecar_requests"]:
             extra = f" + 1 sidecar GET ({r['sidecar_bytes_read']:,} B)"
         cut_peak = f"{r['cut_peak_rss_mib']:.0f}" if r["cut_peak_rss_mib"] else "n/a"
         lines.append(
             f"| {_label(r['length_s'])} | {r['scenario']} | {r['wall_ms']:.0f} | "
-            f"{r['wall_ms'] / base[r['scenario']]:.2f}x | {r['open_ms']:.0f} / {side:.0f} / "
-            f"{r['cut_ms']:.0f} | {r['peak_rss_mib']:.0f} | {cut_peak} "
-            f"({r['rss_before_cut_mib']:.0f}) | {r['bytes_read']:,}{extra} | {r['requests']} | "
-            f"{r['clip_bytes']:,} |"
+            f"{r['wall_ms'] / base[r['scenario']]:.2f}x | {r['event_wall_ms']:.0f} | "
+            f"{r['open_ms']:.0f} / {loads} / {r['cut_ms']:.0f} | {dumps} | "
+            f"{r['peak_rss_mib']:.0f} | {cut_peak} ({r['rss_before_cut_mib']:.0f}) | "
+            f"{r['bytes_read']:,}{extra} | {r['requests']} | {r['clip_bytes']:,} | "
+            f"{r['index_path']} |"
         )
     return "\n".join(lines) + "\n"
 
