@@ -79,8 +79,9 @@ def rows(
         if clip:
             seconds += n * warm["wall_ms"] / 1000
             read = n * warm["bytes_read"]
-            if first:
-                seconds += (cold["wall_ms"] - warm["wall_ms"]) / 1000
+            if first:  # the event waits for the sidecar's writer too (event_wall_ms)
+                cold_ms = cold.get("event_wall_ms", cold["wall_ms"])
+                seconds += (cold_ms - warm["wall_ms"]) / 1000
                 read += cold["bytes_read"] - warm["bytes_read"]
         billed = _billed_s(seconds)
         stored = n * warm["clip_bytes"] if clip else (warm["source_bytes"] if first else 0)

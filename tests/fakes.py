@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO
 
 from clipsearch.clipping import FileRangeSource, RangeSource
+from clipsearch.core.clipmeta import parse_clip_metadata
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
@@ -98,16 +99,17 @@ class FakeStorage:
         obj = self.objects.get((self.bucket, name))
         if obj is None:
             return None
+        meta = parse_clip_metadata(obj.metadata)  # as the GCS adapter reads it
         return Artifact(
             self.bucket,
             name,
             mode,
             len(obj.data),
             reused=True,
-            start_time=float(obj.metadata["clipsearch-start"]),
-            end_time=float(obj.metadata["clipsearch-end"]),
-            keyframe_snapped=obj.metadata["clipsearch-snapped"] == "true",
-            poster_uri=obj.metadata["clipsearch-poster"],
+            start_time=meta.start,
+            end_time=meta.end,
+            keyframe_snapped=meta.keyframe_snapped,
+            poster_uri=meta.poster_uri,
         )
 
     def upload_file(
@@ -122,16 +124,17 @@ class FakeStorage:
         self.uploads += 1
         data = path.read_bytes()
         self.put(self.bucket, name, data, **metadata)
+        meta = parse_clip_metadata(metadata)
         return Artifact(
             self.bucket,
             name,
             mode,
             len(data),
             reused=False,
-            start_time=float(metadata["clipsearch-start"]),
-            end_time=float(metadata["clipsearch-end"]),
-            keyframe_snapped=metadata["clipsearch-snapped"] == "true",
-            poster_uri=metadata["clipsearch-poster"],
+            start_time=meta.start,
+            end_time=meta.end,
+            keyframe_snapped=meta.keyframe_snapped,
+            poster_uri=meta.poster_uri,
         )
 
 
