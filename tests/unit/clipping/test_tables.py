@@ -14,6 +14,7 @@ from pathlib import Path
 import av
 import pytest
 
+from clipsearch.clipping import tables
 from clipsearch.clipping.planner import EntriesIndex, TableIndex
 from clipsearch.clipping.tables import (
     Movie,
@@ -128,3 +129,18 @@ def test_tables_we_cannot_reproduce_are_refused_not_guessed(
     moov = mutation(data[pos : pos + size])  # type: ignore[operator]
     with pytest.raises(Unsupported, match=why):
         parse_movie(moov, len(data))
+
+
+@pytest.mark.parametrize(
+    ("values", "code"),
+    [([0, 1, 65535, 300], "H"), ([0, 65536, 7], "I"), ([2**32 - 1], "I"), ([], "H")],
+)
+def test_big_endian_words_narrow_to_16_bits_only_when_every_one_fits(
+    values: list[int], code: str
+) -> None:
+    plain = b"".join(v.to_bytes(4, "big") for v in values)
+    # the second column of (count, value) pairs, as in ctts
+    pairs = b"".join((9).to_bytes(4, "big") + v.to_bytes(4, "big") for v in values)
+    for table in (tables._be32(plain), tables._be32(pairs, 8, 4)):
+        assert table.typecode == code
+        assert list(table) == values
