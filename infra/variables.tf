@@ -93,7 +93,7 @@ variable "function_source_dir" {
 }
 
 variable "memory" {
-  description = "Memory per instance: the server and clients (~100 MiB), the index cache (index_cache_bytes; ~2.8 MB of tables per source hour) and, per event, one cut (~150 MiB peak on first sight of a 10 h source). 1Gi leaves ~2x headroom at concurrency 1 (docs/cost.md)."
+  description = "Memory per instance: the server and clients (~100 MiB), the index cache (index_cache_bytes; ~2.8 MB of tables per source hour) and, per event, one cut (~110 MiB peak on first sight of a 10 h source). 1Gi leaves ~2x headroom at concurrency 1 (docs/cost.md#memory)."
   type        = string
   default     = "1Gi"
   validation {
