@@ -9,6 +9,7 @@ falling back to the whole moov. The oracle (test_corpus.py) judges the clips the
 from __future__ import annotations
 
 import struct
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -101,3 +102,64 @@ def test_a_clip_from_the_tables_is_the_clip_from_the_whole_moov(kind: str, tmp_p
         assert tables.bytes_read <= whole.bytes_read + 64 * 1024, (kind, name)
         compared += 1
     assert compared >= 4
+
+
+def _patch_video_edit(data: bytes, media_time: int) -> bytes:
+    """The first video trak's (single, normal) edit moved to start at `media_time`."""
+    out = bytearray(data)
+    pos = 0
+    while pos < len(out):
+        trak = out.find(b"trak", pos)
+        assert trak > 0, "no video trak with an edit list"
+        hdlr = out.find(b"hdlr", trak)
+        elst = out.find(b"elst", trak)
+        next_trak = out.find(b"trak", trak + 4)
+        within = next_trak < 0 or elst < next_trak
+        if out[hdlr + 12 : hdlr + 16] == b"vide" and within:
+            version = out[elst + 4]
+            (count,) = struct.unpack_from(">I", out, elst + 8)
+            assert count == 1
+            assert version == 0
+            struct.pack_into(">i", out, elst + 12 + 4, media_time)
+            return bytes(out)
+        pos = trak + 4
+    raise AssertionError("unreachable")
+
+
+def test_an_edit_starting_between_a_keyframes_decode_and_display_times(tmp_path: Path) -> None:
+    """Review finding: a trimmed export whose edit starts after a keyframe's decode time but
+    before it shows. The demuxer then starts the edit from the keyframe before it: the
+    synthetic index must hold that one too, or its timeline is a frame off the source's
+    (clips started 40 ms late with a wrong reported start, or a GOP early)."""
+    source = tmp_path / "source.mp4"
+    subprocess.run(
+        [
+            "ffmpeg", "-y", "-hide_banner", "-loglevel", "error",
+            "-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=30",
+            "-f", "lavfi", "-i", "sine=frequency=440:duration=30:sample_rate=44100",
+            "-c:v", "libx264", "-preset", "veryfast", "-bf", "3", "-g", "50",
+            "-pix_fmt", "yuv420p", "-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart",
+            str(source),
+        ],
+        check=True,
+    )  # fmt: skip
+    data = source.read_bytes()
+    moov = next(b for b in _top_level(source) if b[0] == "moov")
+    movie = parse_movie(data[moov[1] : moov[1] + moov[2]], len(data))
+    video = next(t for t in movie.tracks if t.handler == "vide")
+    key = 0
+    for _ in range(3):  # the fourth keyframe (6 s)
+        key = video.sync_after(key) or 0
+    assert video.composition(key) > 1, "no B-frames: the keyframe shows when it decodes"
+    path = tmp_path / "edit-mid-gop.mp4"
+    path.write_bytes(_patch_video_edit(data, video.dts(key) + video.composition(key) // 5))
+    for start, end in ((20.0, 22.0), (18.5, 19.0), (10.0, 12.0), (3.0, 5.0)):
+        clips = []
+        for use_tables in (True, False):
+            out = tmp_path / f"{start}-{use_tables}.mp4"
+            info = cut_clip(FileRangeSource(path), start, end, out, use_tables=use_tables)
+            clips.append((info.index_path, info.start, out.read_bytes()))
+        (path_t, start_t, clip_t), (path_m, start_m, clip_m) = clips
+        assert (path_t, path_m) == ("tables", "moov")
+        assert start_t == start_m, f"at {start}s the tables start the clip at {start_t}s"
+        assert clip_t == clip_m, f"the clips at {start}s differ"

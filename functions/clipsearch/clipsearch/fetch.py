@@ -370,7 +370,8 @@ class ClipFetcher:
         """Store the index for other instances beside the cuts, not before them.
 
         It is a cache: a failed write costs the next instance a cold open, never this query
-        (it is logged). The event waits for it before it ends, bounded by its deadline.
+        (it is logged). The fetch stage waits for it until the event's deadline; past that the
+        upload carries on in the background, each request bounded by the deadline.
         """
 
         def write() -> None:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import itertools
 import struct
+import tracemalloc
 from pathlib import Path
 
 import av
 import pytest
 
-from clipsearch.clipping import tables
+from clipsearch.clipping import ClipSource, FileRangeSource, IndexCache, tables
 from clipsearch.clipping.planner import EntriesIndex, TableIndex
 from clipsearch.clipping.tables import (
     Movie,
@@ -144,3 +145,48 @@ def test_big_endian_words_narrow_to_16_bits_only_when_every_one_fits(
     for table in (tables._be32(plain), tables._be32(pairs, 8, 4)):
         assert table.typecode == code
         assert list(table) == values
+
+
+def test_a_constant_size_table_claiming_billions_of_samples_is_refused_without_building_it(
+    sources: dict[str, Path],
+) -> None:
+    """Review finding: `stsz` with one size for all and a count of 100 million was expanded
+    before any check (382 MiB, 1.5 s; 4 billion would be 16 GiB)."""
+    data = sources["moov_at_end"].read_bytes()
+    pos = 0
+    while True:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"moov":
+            break
+        pos += size
+    moov = bytearray(data[pos : pos + size])
+    at = moov.find(b"stsz")
+    struct.pack_into(">II", moov, at + 8, 1, 100_000_000)  # sample_size 1, count 1e8
+    tracemalloc.start()
+    try:
+        with pytest.raises(Unsupported, match="more samples of one size"):
+            parse_movie(bytes(moov), len(data))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 * 2**20, peak
+
+
+def test_cached_tables_that_fail_to_open_fall_back_to_the_whole_moov(
+    sources: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review finding: a sidecar whose tables a demuxer (say, after an upgrade) rejects cost
+    the clip (engine_error) instead of a cut the whole-moov way."""
+    path = sources["moov_at_end"]
+    cache = IndexCache(64 * 2**20)
+    with ClipSource(FileRangeSource(path, cache_key="k"), index_cache=cache) as clips:
+        assert clips.cut(10.0, 12.0, tmp_path / "a.mp4").index_path == "tables"
+
+    def broken(self: Movie, windows: object) -> bytes:
+        raise ValueError("a demuxer that rejects the synthetic moov")
+
+    monkeypatch.setattr(Movie, "synthesize", broken)
+    with ClipSource(FileRangeSource(path, cache_key="k"), index_cache=cache) as clips:
+        info = clips.cut(10.0, 12.0, tmp_path / "b.mp4")
+    assert info.index_path == "moov"
+    assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()

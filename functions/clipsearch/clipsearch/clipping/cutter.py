@@ -97,7 +97,7 @@ MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a
 # A synthetic index (tables.py) holds the clip's samples and this much more around them: the
 # keyframes a cut may step back to (from recovery points it cannot start at) and, past the
 # plan, room for the closing scan; the audio, a second either side of the video.
-WINDOW_TAIL = 2 * NEXT_SHOWN_SCAN + 2
+WINDOW_TAIL = 4 * NEXT_SHOWN_SCAN + 2  # the closing scan reads up to 2 scans past the clip
 SEEK_ATTEMPTS = 6  # keyframes a cut steps back through to find one a decoder can start at
 WINDOW_AUDIO_S = 1.0
 _EPS = 1e-6
@@ -272,6 +272,7 @@ class ClipSource:
         self._shifts: dict[int, int] = {}
         self._windows: dict[int, tuple[int, int, bool]] = {}  # stream -> (lo, hi dts, cut short)
         self._synthetic = b""
+        self._first_entry: int | None = None  # the demuxer's first video entry's timestamp
         self._max_index_bytes = max_index_bytes
         self._use_tables = use_tables
         self._keep: tuple[tuple[int, bytes], ...] | None = None  # held between cuts
@@ -299,8 +300,7 @@ class ClipSource:
             self._container.close()
         if self.index_cached and self._cache is not None and self._key:
             self._cache.discard(self._key)
-        else:
-            self._use_tables = False
+        self._use_tables = False  # whatever failed (a sidecar, a parse, a demuxer) may again
         self._movie, self._windows, self._synthetic = None, {}, b""
         self._file = SparseFile(self.source, size=self.source.size)
         self._checked_moofs = set()
@@ -455,7 +455,13 @@ class ClipSource:
         """Leave the tables for this source: fetch its moov and let FFmpeg parse it whole."""
         moov = self.index_moov()
         requests0, bytes0 = self.source.requests, self.source.bytes_read
-        f = SparseFile(self.source, size=self._file.source_size, regions=self.index.spans)
+        size = self._file.source_size
+        held = [  # what the miss fetched, less the `free` header and the synthetic tail
+            (max(o, 0), d[: max(0, min(len(d), size - o))])
+            for o, d in self._file.regions
+            if o < size and (o + len(d) <= moov.offset or o >= moov.end)
+        ]
+        f = SparseFile(self.source, size=size, regions=tuple((o, d) for o, d in held if d))
         f.deadline = self._file.deadline
         f.budget = self._max_index_bytes + OPEN_SLACK_BYTES
         f.ensure(moov.offset, moov.end)
@@ -483,6 +489,8 @@ class ClipSource:
             if track is None:
                 continue
             t = self._movie.tracks[track]
+            if stream is self._video and len(stream.index_entries):
+                self._first_entry = int(stream.index_entries[0].timestamp)
             offsets = {t.offset(i): i for i in range(min(HEAD_SAMPLES, t.samples))}
             for entry in stream.index_entries:
                 i = offsets.get(int(entry.pos))
@@ -691,7 +699,7 @@ class ClipSource:
         return plan.keyframe_pts, spans, plan.last_dts
 
     def _plan_tables(
-        self, start: float, end: float
+        self, start: float, end: float, max_preroll_s: float = DEFAULT_MAX_PREROLL_S
     ) -> tuple[int, list[tuple[int, int]], int | None, list[tuple[int, int] | None]]:
         """The same plan from our tables, and the window of samples each track's synthetic
         index holds (None: a track the clip does not use)."""
@@ -703,14 +711,25 @@ class ClipSource:
         video = TableIndex(movie.tracks[vt], self._shifts.get(vt, 0))
         tb = v.time_base
         plan = plan_video(
-            video, start, end, time_base=tb, start_time=v.start_time or 0, file_size=self.index.size
+            video,
+            start,
+            end,
+            time_base=tb,
+            start_time=v.start_time or 0,
+            file_size=self.index.size,
+            first_timestamp=self._first_entry,
         )
         spans = list(plan.spans)
         windows: list[tuple[int, int] | None] = [None] * len(movie.tracks)
+        # As far back as `_collect` may step, but no further than a keyframe could start the
+        # clip (max_preroll_s): a source with keyframes minutes apart keeps its window small.
+        earliest = video.search(
+            math.floor((start - max_preroll_s - 1) / tb), backward=True, any_frame=True
+        )
         w0 = plan.first
-        for _ in range(SEEK_ATTEMPTS):  # as far back as `_collect` may step
+        for _ in range(SEEK_ATTEMPTS):
             before = video.track.sync_at_or_before(w0 - 1) if w0 else None
-            if before is None:
+            if before is None or before < earliest:
                 break
             w0 = before
         w1 = min(len(video) - 1, plan.last + WINDOW_TAIL)
@@ -870,13 +889,19 @@ class ClipSource:
         self._file.deadline = deadline if deadline is not None else self._deadline
         try:
             with _as_clip_errors("cutting"):
+                requests0, bytes0 = self.source.requests, self.source.bytes_read
                 try:
                     return self._cut(start, end, Path(out_path), exact, max_preroll_s)
                 except _TABLES_MISSED:
                     # The synthetic index missed (or our tables failed on a hostile file):
-                    # cut again with FFmpeg parsing the moov, as before the tables.
+                    # cut again with FFmpeg parsing the moov, as before the tables. What the
+                    # miss read is kept, and counted in this clip's cost.
                     if self._movie is None:
                         raise
+                    self._pending = (
+                        self._pending[0] + self.source.requests - requests0,
+                        self._pending[1] + self.source.bytes_read - bytes0,
+                    )
                     self._to_moov()
                     return self._cut(start, end, Path(out_path), exact, max_preroll_s)
         finally:
@@ -907,7 +932,7 @@ class ClipSource:
                 check_chain(self._file, lo, hi, self._checked_moofs)
             seek_ts = self._keyframe_fragment(start, max_preroll_s)
         elif self._movie is not None:
-            seek_ts, spans, last_dts, windows = self._plan_tables(start, end)
+            seek_ts, spans, last_dts, windows = self._plan_tables(start, end, max_preroll_s)
             self._file.budget = sum(b - a for a, b in spans) + CUT_SLACK_BYTES
             self._open_window(windows, spans)
             v = self._video

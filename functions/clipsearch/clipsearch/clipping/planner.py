@@ -132,6 +132,7 @@ def plan_video(
     time_base: Fraction,
     start_time: int,
     file_size: int,
+    first_timestamp: int | None = None,
 ) -> VideoPlan:
     """The keyframe at or before `start`, the samples to just past `end`, their bytes.
 
@@ -142,8 +143,10 @@ def plan_video(
     count = len(index)
     if count == 0:
         raise ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, "video index is empty")
-    # Index timestamps are decode times; a keyframe shows `delay` later.
-    delay = start_time - index.timestamp(0)
+    # Index timestamps are decode times; a keyframe shows `delay` later. `first_timestamp`:
+    # the demuxer's first entry, when its index may start after our first sample (an edit).
+    first = index.timestamp(0) if first_timestamp is None else first_timestamp
+    delay = start_time - first
     start_ts = math.floor(start / time_base) - delay
     k = index.search(start_ts, backward=True, any_frame=False)
     if k < 0:

@@ -32,6 +32,7 @@ _TABLES = {"stts", "ctts", "stss", "stps", "stsc", "stsz", "stz2", "stco", "co64
 _KEPT = {"stsd", "sgpd", "cslg"}
 HEAD_SAMPLES = 16  # a track's first and last samples are kept: the demuxer's view of its ends
 MAX_GAP_TICKS = (1 << 31) - 1  # one stts delta; longer gaps are split into several samples
+MAX_PLACEHOLDERS = 4096  # per gap: 10 h at a 1 GHz timescale needs 17; more is a hostile stts
 MAX_TRACKS = 64
 
 
@@ -453,6 +454,10 @@ def _sizes(moov: memoryview, boxes: dict[str, tuple[int, int]]) -> array.array[i
             raise Unsupported("a short stsz")
         constant, count = struct.unpack_from(">II", moov, b + 4)
         if constant:
+            # Not expanded past what its moov could index (a count of 4 billion would cost
+            # 16 GiB): every other table of the track takes bytes per sample or per run.
+            if count > len(moov):
+                raise Unsupported("more samples of one size than its moov can describe")
             return array.array("I", itertools.repeat(constant, count))
         if 12 + 4 * count > e - b:
             raise Unsupported("stsz entries past its end")
@@ -711,8 +716,18 @@ def _rows(track: Track, window: tuple[int, int] | None) -> list[tuple[int, int, 
     n = track.samples
     ranges = [(0, HEAD_SAMPLES - 1), (n - HEAD_SAMPLES, n - 1)]
     if track.edit_media_time > 0:
+        # The demuxer starts the edit from a keyframe shown (not only decoded) at or before
+        # its media time: keep back to one, and one more, as the source holds them.
         at = track.sample_at(track.edit_media_time)
-        ranges.append((track.sync_at_or_before(at) or 0, at + HEAD_SAMPLES))
+        key = track.sync_at_or_before(at)
+        for _ in range(64):
+            if not key or track.dts(key) + track.composition(key) <= track.edit_media_time:
+                break
+            key = track.sync_at_or_before(key - 1)
+        else:
+            raise Unsupported("no keyframe shown before the edit within 64 keyframes")
+        key = track.sync_at_or_before(key - 1) if key else 0
+        ranges.append((key or 0, at + HEAD_SAMPLES))
     if window is not None:
         ranges.append(window)
     merged: list[list[int]] = []
@@ -729,6 +744,8 @@ def _rows(track: Track, window: tuple[int, int] | None) -> list[tuple[int, int, 
         if following is None:
             break
         at, stop = track.dts(b + 1), track.dts(following[0])
+        if stop - at > MAX_PLACEHOLDERS * MAX_GAP_TICKS:
+            raise Unsupported("a gap in decode time no placeholders can span")
         while at < stop:
             step = min(stop - at, MAX_GAP_TICKS)
             rows.append((following[0], at, step))
@@ -783,24 +800,39 @@ def _pack(code: str, values: Sequence[int]) -> bytes:
     return table.tobytes()
 
 
+_PATH = {"moov": "trak", "trak": "mdia", "mdia": "minf", "minf": "stbl"}
+
+
 def _rebuild(skeleton: bytes, tables: Sequence[bytes]) -> bytes:
-    """The skeleton moov with each trak's stbl given its tables (in trak order)."""
-    pending = iter(tables)
+    """The skeleton moov with each trak's stbl given its tables (in trak order).
+
+    Only moov > trak > mdia > minf > stbl is followed, as the parse did; a skeleton with
+    another number of stbl boxes than tables (a damaged sidecar) is refused.
+    """
+    pending = list(tables)
+    used = 0
 
     def rebuild(s: int, e: int) -> bytes:
+        nonlocal used
         kind, _, body, end = _children(skeleton, s, e)[0]
         parts = []
         for ckind, cs, _, ce in _children(skeleton, body, end):
-            if ckind in ("trak", "mdia", "minf"):
-                parts.append(rebuild(cs, ce))
-            elif ckind == "stbl":
+            if ckind == "stbl" and kind == "minf":
+                if used >= len(pending):
+                    raise Unsupported("more sample tables in the skeleton than tracks")
                 _, _, sbody, send = _children(skeleton, cs, ce)[0]
-                parts.append(_box("stbl", skeleton[sbody:send], next(pending)))
+                parts.append(_box("stbl", skeleton[sbody:send], pending[used]))
+                used += 1
+            elif _PATH.get(kind) == ckind:
+                parts.append(rebuild(cs, ce))
             else:
                 parts.append(skeleton[cs:ce])
         return _box(kind, *parts)
 
-    return rebuild(0, len(skeleton))
+    moov = rebuild(0, len(skeleton))
+    if used != len(pending):
+        raise Unsupported("fewer sample tables in the skeleton than tracks")
+    return moov
 
 
 # -- serialisation (the sidecar) ---------------------------------------------------------
