@@ -190,3 +190,14 @@ def test_cached_tables_that_fail_to_open_fall_back_to_the_whole_moov(
         info = clips.cut(10.0, 12.0, tmp_path / "b.mp4")
     assert info.index_path == "moov"
     assert (tmp_path / "a.mp4").read_bytes() == (tmp_path / "b.mp4").read_bytes()
+
+
+@pytest.mark.timeout(30)
+def test_stsc_runs_out_of_order_are_refused_before_anything_is_expanded() -> None:
+    """Found by the 25,000-case fuzz run: a first chunk of 4 billion in the middle of many
+    runs made the chunk map repeat a run 4 billion times (a hang, then 4 GB)."""
+    runs = [(1, 1, 1), (4_000_000_000, 2, 1), (2, 1, 1), (3, 1, 1)]
+    body = struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">III", *r) for r in runs)
+    box = memoryview(body)
+    with pytest.raises(Unsupported, match="out of order"):
+        tables._chunks(box, (0, len(body)), 4, 5)

@@ -539,14 +539,14 @@ def _chunks(
         raise Unsupported("stsc runs out of order")
     ends = itertools.chain(itertools.islice(first, 1, None), (chunks + 1,))
     lengths = array.array("q", map(operator.sub, ends, first))
+    if min(lengths) <= 0:  # runs in order: they then add up to exactly `chunks` chunks
+        raise Unsupported("stsc runs out of order")
     changes = _changes(described)
     out = {
         "described_from": array.array("I", (first[i] - 1 for i, _ in changes)),
         "described_as": array.array("I", (v for _, v in changes)),
     }
     if count <= chunks // 4 + 1:  # few runs: keep them
-        if min(lengths) <= 0:
-            raise Unsupported("stsc runs out of order")
         run_samples = array.array("q", map(operator.mul, lengths, per_chunk))
         starts = array.array("q", itertools.accumulate(run_samples, initial=0))
         if starts[-1] != samples:
@@ -558,8 +558,7 @@ def _chunks(
             "runs_sample": starts[:-1],
             "runs_per_chunk": per_chunk,
         }
-    # Many runs: each chunk's first sample. A run out of order repeats nothing (a count
-    # below zero), so the chunks no longer add up: the length check below refuses it.
+    # Many runs: each chunk's first sample.
     each = itertools.chain.from_iterable(map(itertools.repeat, per_chunk, lengths))
     code = "I" if samples < 1 << 32 else "q"
     chunk_first = array.array(code, itertools.accumulate(each, initial=0))
