@@ -20,6 +20,7 @@ REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering
 # Decode-order samples looked at past the clip for the next frame shown (B-frame reordering
 # and an open GOP's leading pictures stay well within this).
 NEXT_SHOWN_SCAN = 2 * REORDER_MARGIN + 1
+MAX_CLIP_SAMPLES = 200_000  # per track and clip: 600 s of 120 fps video plus audio, with room
 _EPS = 1e-6
 
 
@@ -159,6 +160,7 @@ def plan_video(
             last, last_dts = i - 1, index.timestamp(i - 1)
             break
     last, video_end = plan_closure(index, k, last, end, time_base=time_base, start_time=start_time)
+    _bounded(last - k)
     spans = []
     for i in range(k, last + 1):
         pos, size = index.span(i)
@@ -184,12 +186,22 @@ def plan_audio(
     a0 = index.search(math.floor(since / time_base), backward=True, any_frame=True)
     a1 = index.search(math.ceil(until / time_base), backward=True, any_frame=True)
     first = max(a0 - 1, 0)
+    _bounded(a1 - first)
     spans = []
     for i in range(first, a1 + 1):
         pos, size = index.span(i)
         if 0 <= pos < file_size:
             spans.append((pos, min(pos + size, file_size)))
     return first, a1, tuple(spans)
+
+
+def _bounded(samples: int) -> None:
+    """A clip's samples are bounded: an index timing millions of samples per second (a
+    hostile or broken stts) is refused before a loop over them, as the demux would be."""
+    if samples > MAX_CLIP_SAMPLES:
+        raise ClipUnavailable(
+            ClipReason.MALFORMED_SOURCE, f"{samples} samples in one clip's span of the index"
+        )
 
 
 def plan_closure(
@@ -210,6 +222,7 @@ def plan_closure(
     first = index.composition(0)
     if first is None:
         return last, end
+    _bounded(last - k)
 
     def pts(i: int) -> int | None:
         offset = index.composition(i)

@@ -32,6 +32,7 @@ _TABLES = {"stts", "ctts", "stss", "stps", "stsc", "stsz", "stz2", "stco", "co64
 _KEPT = {"stsd", "sgpd", "cslg"}
 HEAD_SAMPLES = 16  # a track's first and last samples are kept: the demuxer's view of its ends
 MAX_GAP_TICKS = (1 << 31) - 1  # one stts delta; longer gaps are split into several samples
+MAX_ROWS = 400_000  # samples in one synthetic track (a clip's, with its margins, is far fewer)
 MAX_PLACEHOLDERS = 4096  # per gap: 10 h at a 1 GHz timescale needs 17; more is a hostile stts
 MAX_TRACKS = 64
 
@@ -737,6 +738,8 @@ def _rows(track: Track, window: tuple[int, int] | None) -> list[tuple[int, int, 
             merged[-1][1] = max(merged[-1][1], b)
         else:
             merged.append([a, b])
+    if sum(b - a + 1 for a, b in merged) > MAX_ROWS:
+        raise Unsupported("a window of more samples than a clip can hold")
     rows: list[tuple[int, int, int]] = []
     for (a, b), following in itertools.zip_longest(merged, merged[1:]):
         rows += [(i, 0, 0) for i in range(a, b + 1)]
