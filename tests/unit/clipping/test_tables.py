@@ -201,3 +201,15 @@ def test_stsc_runs_out_of_order_are_refused_before_anything_is_expanded() -> Non
     box = memoryview(body)
     with pytest.raises(Unsupported, match="out of order"):
         tables._chunks(box, (0, len(body)), 4, 5)
+
+
+def test_a_skeleton_and_tables_that_disagree_are_refused(sources: dict[str, Path]) -> None:
+    """Found by the fuzz: a sample table outside moov > trak > mdia > minf made the rebuild
+    run out of tables (StopIteration escaped as an engine error)."""
+    movie = _movie(sources["moov_at_end"])
+    tracks = [b"" for _ in movie.tracks]
+    tables._rebuild(movie.skeleton, tracks)  # as many as the skeleton has: fine
+    with pytest.raises(Unsupported, match="more sample tables"):
+        tables._rebuild(movie.skeleton, tracks[:-1])
+    with pytest.raises(Unsupported, match="fewer sample tables"):
+        tables._rebuild(movie.skeleton, [*tracks, b""])
