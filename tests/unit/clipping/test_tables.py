@@ -28,15 +28,21 @@ from clipsearch.clipping.tables import (
 KINDS = ("faststart", "moov_at_end", "video_only", "hvc1", "hev1")
 
 
-def _movie(path: Path) -> Movie:
+def _moov(path: Path) -> tuple[bytes, bytes]:
+    """(the file's bytes, its moov box's bytes)."""
     data = path.read_bytes()
     pos = 0
     while pos < len(data):
         size, kind = struct.unpack_from(">I4s", data, pos)
         if kind == b"moov":
-            return parse_movie(data[pos : pos + size], len(data))
+            return data, data[pos : pos + size]
         pos += size
     raise AssertionError("no moov")
+
+
+def _movie(path: Path) -> Movie:
+    data, moov = _moov(path)
+    return parse_movie(moov, len(data))
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -120,14 +126,8 @@ def test_a_synthetic_index_of_no_window_keeps_only_the_ends(sources: dict[str, P
 def test_tables_we_cannot_reproduce_are_refused_not_guessed(
     sources: dict[str, Path], mutation: object, why: str
 ) -> None:
-    data = sources["moov_at_end"].read_bytes()
-    pos = 0
-    while True:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"moov":
-            break
-        pos += size
-    moov = mutation(data[pos : pos + size])  # type: ignore[operator]
+    data, found = _moov(sources["moov_at_end"])
+    moov = mutation(found)  # type: ignore[operator]
     with pytest.raises(Unsupported, match=why):
         parse_movie(moov, len(data))
 
@@ -152,14 +152,8 @@ def test_a_constant_size_table_claiming_billions_of_samples_is_refused_without_b
 ) -> None:
     """Review finding: `stsz` with one size for all and a count of 100 million was expanded
     before any check (382 MiB, 1.5 s; 4 billion would be 16 GiB)."""
-    data = sources["moov_at_end"].read_bytes()
-    pos = 0
-    while True:
-        size, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"moov":
-            break
-        pos += size
-    moov = bytearray(data[pos : pos + size])
+    data, found = _moov(sources["moov_at_end"])
+    moov = bytearray(found)
     at = moov.find(b"stsz")
     struct.pack_into(">II", moov, at + 8, 1, 100_000_000)  # sample_size 1, count 1e8
     tracemalloc.start()
