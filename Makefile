@@ -5,24 +5,31 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench bench-scaling lock clean
+.PHONY: venv bytecode demo dev test lint typecheck unit functional integration e2e bench bench-scaling bench-coldstart lock clean
 
+# Bytecode is compiled at install time, as the function's builder does when it deploys: these
+# machines set PYTHONDONTWRITEBYTECODE=1, so without it every process compiles every module.
 $(STAMP): pyproject.toml requirements/dev.lock requirements/checkov.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q "uv==$(UV_VERSION)"
-	$(BIN)/uv pip sync -q --python $(BIN)/python requirements/dev.lock
-	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip sync -q --compile-bytecode --python $(BIN)/python requirements/dev.lock
+	$(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python --no-deps -e .
 	# checkov pins packages older than ours: it gets a venv of its own.
 	test -x $(VENV)/checkov/bin/python || $(PY) -m venv $(VENV)/checkov
-	$(BIN)/uv pip sync -q --python $(VENV)/checkov/bin/python requirements/checkov.lock
+	$(BIN)/uv pip sync -q --compile-bytecode --python $(VENV)/checkov/bin/python requirements/checkov.lock
 	touch $(STAMP)
 
 venv: $(STAMP)
 
-demo: $(STAMP)
+# Our own source, which the venv imports in place: only what changed since the last run is
+# compiled again (a stale .pyc is never used: Python checks the source's mtime and size).
+bytecode: $(STAMP)
+	$(BIN)/python -m compileall -q -j 0 functions/clipsearch cli dev bench tests
+
+demo: bytecode
 	$(BIN)/python -m clipsearch_dev.demo
 
-dev: $(STAMP)
+dev: bytecode
 	$(BIN)/python -m clipsearch_dev.dev
 
 lint: $(STAMP)
@@ -32,17 +39,21 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-test: lint typecheck
+test: lint typecheck bytecode
 	$(BIN)/pytest
 
-unit functional integration e2e: $(STAMP)
+unit functional integration e2e: bytecode
 	$(BIN)/pytest tests/$@
 
-bench: $(STAMP)
+bench: bytecode
 	$(BIN)/python -m bench.run
 
+# Cold start of this tree beside BASELINE's (a commit), with and without bytecode.
+bench-coldstart: bytecode
+	$(BIN)/python -m bench.coldstart $(if $(BASELINE),--baseline $(BASELINE)) $(if $(RUNS),--runs $(RUNS))
+
 # Clip cost against source length (docs/scaling.md); LENGTHS=600,10800 picks lengths in seconds.
-bench-scaling: $(STAMP)
+bench-scaling: bytecode
 	$(BIN)/python -m bench.scaling $(if $(LENGTHS),--lengths $(LENGTHS))
 
 # Re-resolve the locked dependencies; the deploy root's requirements.txt is generated from them.

@@ -3,7 +3,7 @@
 1. Own time per event: total event time minus the time spent waiting on the API, Cloud
    Storage and Pub/Sub (every adapter call is timed), for query images of ~50 KB, ~1 MB and
    ~20 MB, through the real adapters against the local stack.
-2. Cold start: process start of a functions-framework server to its first event handled.
+2. Cold start (bench.coldstart): `import main`, spawn → listening, spawn → first outcome.
 3. End to end on the local stack: upload → result message received, sequentially.
 
 Run: .venv/bin/python -m bench.function  (or `make bench`); writes bench/out/function.{json,md}.
@@ -14,9 +14,7 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
 import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -26,12 +24,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
-import requests
-from cloudevents.conversion import to_binary
-from cloudevents.http import CloudEvent
 from google.cloud import pubsub_v1, storage
 from PIL import Image
 
+from bench import coldstart
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
@@ -41,10 +37,8 @@ from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
 from clipsearch_dev.media import make_video, query_image_bytes
-from clipsearch_dev.net import free_port
 from clipsearch_dev.outcomes import OutcomeCollector
-from clipsearch_dev.processes import ManagedProcess
-from clipsearch_dev.stack import FUNCTION_SOURCE, FUNCTION_TARGET, LocalStack, StackOptions
+from clipsearch_dev.stack import FUNCTION_ROOT, LocalStack, StackOptions
 
 OUT = Path(__file__).parent / "out"
 # Queries for the in-process measurements go to a bucket with no trigger, so the stack's own
@@ -52,6 +46,7 @@ OUT = Path(__file__).parent / "out"
 # measured here are configured with it as their query bucket (others' events are skipped).
 UNTRIGGERED = "clipsearch-bench-queries"
 VIDEO_NO = "VI-BENCH-0001"
+THIS_TREE = coldstart.Variant("this tree", FUNCTION_ROOT, bytecode=True)
 
 
 class TimedPort:
@@ -344,87 +339,6 @@ def operations(stack: LocalStack, video: Path, hits: tuple[int, ...]) -> list[di
     return rows
 
 
-def cold_start(stack: LocalStack, video: Path, runs: int) -> list[dict[str, Any]]:
-    """Spawn of a functions-framework server → the query's first outcome, in clip mode.
-
-    Every run posts a new query object (its own frame, so its own hits) and gives the new
-    process a results prefix of its own: no run takes the duplicate path, finds an earlier
-    clip to reuse, or finds an index sidecar. Each run searches, opens the source cold, cuts
-    every hit and publishes; the clock stops when a subscriber receives the outcome.
-    """
-    collector = OutcomeCollector(
-        [stack.names.results_subscription, stack.names.errors_subscription]
-    ).start()
-    exe = str(Path(sys.executable).parent / "functions-framework")
-    token = uuid.uuid4().hex[:8]
-    rows = []
-    try:
-        for i in range(runs):
-            data = query_image_bytes(video, 3.0 + i * 9.7)
-            name = f"bench/cold-{token}-{i}.jpg"
-            resource = upload_query(stack, name, data)
-            key = (UNTRIGGERED, name, resource["generation"])
-            event = CloudEvent(
-                {
-                    "id": f"cold-{token}-{i}",
-                    "type": "google.cloud.storage.object.v1.finalized",
-                    "source": "//storage.googleapis.com/projects/_/buckets/x",
-                },
-                resource,
-            )
-            headers, body = to_binary(event)
-            env = {
-                **os.environ,
-                **stack.env,
-                "CLIPSEARCH_FETCH_MODE": "clip",
-                "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED,
-                "CLIPSEARCH_RESULTS_PREFIX": f"bench-cold-{token}-{i}/",
-            }
-            port = free_port()
-            time.sleep(1.1)  # let the stand-in's 1/s token refill, so no 0429 wait is measured
-            started = time.monotonic()
-            process = ManagedProcess(
-                "function",
-                [
-                    exe,
-                    f"--target={FUNCTION_TARGET}",
-                    f"--source={FUNCTION_SOURCE}",
-                    "--signature-type=cloudevent",
-                    "--host=127.0.0.1",
-                    f"--port={port}",
-                ],
-                port,
-                env=env,
-            )
-            try:
-                process.start()
-                listening = time.monotonic()
-                response = requests.post(
-                    f"http://127.0.0.1:{port}/", headers=headers, data=body, timeout=60
-                )
-                answered = time.monotonic()
-                assert response.status_code == 200, response.text
-                outcome = collector.wait_for([key], timeout_s=60)[key]
-            finally:
-                process.stop()
-            assert outcome.body["status"] == "success", outcome.body
-            clips = outcome.body["clips"]
-            cut = [c for c in clips if c["artifact"] and not c["fallback_reason"]]
-            assert cut, f"no clip cut in run {i}: {clips}"
-            rows.append(
-                {
-                    "listening_s": listening - started,
-                    "answered_s": answered - started,
-                    "outcome_s": outcome.arrived_at - started,
-                    "clips": len(clips),
-                    "clips_cut": len(cut),
-                }
-            )
-    finally:
-        collector.stop()
-    return rows
-
-
 def end_to_end(stack: LocalStack, video: Path, runs: int) -> list[float]:
     collector = OutcomeCollector(
         [stack.names.results_subscription, stack.names.errors_subscription]
@@ -445,29 +359,10 @@ def end_to_end(stack: LocalStack, video: Path, runs: int) -> list[float]:
     return latencies
 
 
-def summary(values: list[float]) -> dict[str, float]:
-    ordered = sorted(values)
-    return {
-        "n": len(values),
-        "median_ms": statistics.median(values) * 1000,
-        "p90_ms": ordered[int(0.9 * (len(ordered) - 1))] * 1000,
-        "min_ms": ordered[0] * 1000,
-        "max_ms": ordered[-1] * 1000,
-    }
+summary = coldstart.summary
 
 
-def cold_start_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
-        "listening": summary([r["listening_s"] for r in rows]),
-        "answered": summary([r["answered_s"] for r in rows]),
-        "outcome": summary([r["outcome_s"] for r in rows]),
-        "clips_cut": [r["clips_cut"] for r in rows],
-        "clips": [r["clips"] for r in rows],
-        "runs": rows,
-    }
-
-
-def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any]:
+def main(runs: int = 5, cold_runs: int = 10, e2e_runs: int = 20) -> dict[str, Any]:
     OUT.mkdir(parents=True, exist_ok=True)
     with (
         tempfile.TemporaryDirectory() as tmp,
@@ -479,7 +374,9 @@ def main(runs: int = 5, cold_runs: int = 5, e2e_runs: int = 20) -> dict[str, Any
         stack.storage.create_bucket(UNTRIGGERED)
         report = {
             "own_time": own_time(stack, video, runs),
-            "cold_start": cold_start_summary(cold_start(stack, video, cold_runs)),
+            "cold_start": coldstart.summarize(
+                coldstart.cold_start(stack, video, cold_runs, [THIS_TREE]), [THIS_TREE]
+            )[0],
             "end_to_end": summary(end_to_end(stack, video, e2e_runs)),
             "operations": operations(stack, video, (1, 5, 10)),
         }
@@ -509,10 +406,10 @@ def render(report: dict[str, Any]) -> str:
     lines += [
         "",
         "- cold start in clip mode, a new query object and a new results prefix per run (no "
-        "duplicate, no reusable clip, no index sidecar): spawn → first outcome received by a "
-        f"subscriber: {fmt(cold['outcome'])}; spawn → port listening: {fmt(cold['listening'])}; "
-        f"spawn → event answered: {fmt(cold['answered'])}; clips cut per run: "
-        f"{', '.join(map(str, cold['clips_cut']))} of {', '.join(map(str, cold['clips']))}",
+        "duplicate, no reusable clip, no index sidecar; `python -m bench.coldstart` compares "
+        f"trees): `import main`: {fmt(cold['import_main_s'])}; spawn → port listening: "
+        f"{fmt(cold['listening_s'])}; spawn → first outcome received by a subscriber: "
+        f"{fmt(cold['outcome_s'])}; clips cut: {cold['clips_cut']} of {cold['clips']}",
         f"- end to end on the local stack (upload → result received): {fmt(report['end_to_end'])}",
     ]
     lines += [

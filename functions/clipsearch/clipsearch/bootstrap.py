@@ -7,11 +7,11 @@ import os
 import threading
 from collections.abc import Mapping
 
-from google.cloud import pubsub_v1, storage
+from google.cloud import storage
 
 from clipsearch import logs
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
-from clipsearch.adapters.pubsub import PubSubPublisher
+from clipsearch.adapters.pubsub import BackgroundPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import IndexCache
 from clipsearch.core.naming import record_prefix
@@ -40,9 +40,9 @@ def build_service(
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
     project = project_of(settings.results_topic)
-    storage_client = storage_client or storage.Client(project=project)
     if publisher is None:
-        publisher = PubSubPublisher(pubsub_v1.PublisherClient())
+        publisher = BackgroundPublisher()  # first: it loads while the event reads and searches
+    storage_client = storage_client or storage.Client(project=project)
     if api is None:
         api = download = HttpSearchApi(
             new_session(),

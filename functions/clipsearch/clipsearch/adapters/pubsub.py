@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
 from concurrent.futures import TimeoutError as FutureTimeout
+from typing import TYPE_CHECKING
 
 from google.api_core import exceptions as gexc
 from google.api_core.retry import Retry, if_exception_type
-from google.cloud import pubsub_v1
 
 from clipsearch.errors import TransientError
+from clipsearch.ports import Publisher
+
+if TYPE_CHECKING:
+    from google.cloud import pubsub_v1
 
 
 class PubSubPublisher:
@@ -43,3 +50,52 @@ class PubSubPublisher:
         except (gexc.GoogleAPIError, FutureTimeout) as error:
             raise TransientError(f"publishing to {topic}: {type(error).__name__}") from None
         return message_id
+
+
+def new_pubsub_publisher() -> PubSubPublisher:
+    """The Pub/Sub client library costs more to import than everything else the function
+    needs before its first search, so it is imported here, when a publisher is built."""
+    from google.cloud import pubsub_v1  # noqa: PLC0415
+
+    return PubSubPublisher(pubsub_v1.PublisherClient())
+
+
+class BackgroundPublisher:
+    """A publisher built on a thread of its own, so the first event's reads and search run
+    while the client library loads; the first publish waits for it.
+
+    A build that failed raises its own exception at the publish that waits for it, and the
+    next publish builds again, as a service whose constructor failed is built again by the
+    next event.
+    """
+
+    def __init__(self, build: Callable[[], Publisher] = new_pubsub_publisher) -> None:
+        self._build = build
+        self._lock = threading.Lock()
+        self._ready = self._start()
+
+    def _start(self) -> Future[Publisher]:
+        ready: Future[Publisher] = Future()
+
+        def build() -> None:
+            try:
+                ready.set_result(self._build())
+            except BaseException as error:  # handed to the publish that waits for it
+                ready.set_exception(error)
+
+        threading.Thread(target=build, name="publisher-build", daemon=True).start()
+        return ready
+
+    def _publisher(self) -> Publisher:
+        with self._lock:
+            ready = self._ready
+        try:
+            return ready.result()
+        except BaseException:
+            with self._lock:
+                if self._ready is ready:
+                    self._ready = self._start()
+            raise
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        return self._publisher().publish(topic, data, attributes)

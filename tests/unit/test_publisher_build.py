@@ -1,0 +1,114 @@
+"""The Pub/Sub publisher is built off the event's path and waited for at the first publish."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from clipsearch.adapters.pubsub import BackgroundPublisher
+
+DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes, dict[str, str]]] = []
+
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        self.sent.append((topic, data, attributes))
+        return f"id-{len(self.sent)}"
+
+
+class SlowBuild:
+    """A build that blocks until released, records its thread, and fails while told to."""
+
+    def __init__(self, failures: int = 0) -> None:
+        self.release = threading.Event()
+        self.threads: list[str] = []
+        self.failures = failures
+        self.publisher = Recorder()
+
+    def __call__(self) -> Recorder:
+        self.threads.append(threading.current_thread().name)
+        self.release.wait(10)
+        if self.failures:
+            self.failures -= 1
+            raise PermissionError("no default credentials")
+        return self.publisher
+
+
+def test_the_build_starts_at_construction_on_another_thread_and_publish_waits_for_it():
+    build = SlowBuild()
+    publisher = BackgroundPublisher(build)
+    result: list[str] = []
+    waiter = threading.Thread(target=lambda: result.append(publisher.publish("t", b"x", {})))
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive()  # the publish waits for the build
+    assert build.threads == ["publisher-build"]  # started without a publish asking for it
+    build.release.set()
+    waiter.join(10)
+    assert result == ["id-1"]
+    assert build.publisher.sent == [("t", b"x", {})]
+    assert publisher.publish("t", b"y", {"a": "b"}) == "id-2"
+    assert build.threads == ["publisher-build"]  # built once
+
+
+def test_a_failed_build_raises_its_own_error_at_the_publish_and_the_next_publish_builds_again():
+    build = SlowBuild(failures=1)
+    build.release.set()
+    publisher = BackgroundPublisher(build)
+    with pytest.raises(PermissionError, match="no default credentials"):
+        publisher.publish("t", b"x", {})
+    assert publisher.publish("t", b"x", {}) == "id-1"
+    assert len(build.threads) == 2
+
+
+def test_concurrent_publishes_that_meet_a_failed_build_start_one_new_build():
+    build = SlowBuild(failures=1)
+    publisher = BackgroundPublisher(build)
+    errors: list[BaseException] = []
+
+    def publish() -> None:
+        try:
+            publisher.publish("t", b"x", {})
+        except PermissionError as error:
+            errors.append(error)
+
+    waiters = [threading.Thread(target=publish) for _ in range(4)]
+    for waiter in waiters:
+        waiter.start()
+    build.release.set()
+    for waiter in waiters:
+        waiter.join(10)
+    assert len(errors) == 4  # every publish that waited on the failed build says why
+    assert publisher.publish("t", b"x", {}) == "id-1"
+    assert len(build.threads) == 2  # one rebuild, not one per failed publish
+
+
+PROBE = """
+import json, sys
+import main
+print(json.dumps({"pubsub": sorted(m for m in sys.modules if m.startswith("google.cloud.pubsub")),
+                  "storage": "google.cloud.storage" in sys.modules}))
+"""
+
+
+def test_importing_the_function_does_not_load_the_pubsub_client_library():
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE],
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    assert loaded["storage"]  # the probe saw the function's imports happen
+    assert loaded["pubsub"] == []
