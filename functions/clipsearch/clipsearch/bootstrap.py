@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import importlib
 import logging
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from google.cloud import storage
 
@@ -13,7 +15,7 @@ from clipsearch import logs
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import BackgroundPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.clipping import IndexCache
+from clipsearch.clipping import ENGINE_MODULES, IndexCache
 from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
 from clipsearch.idempotency import Idempotency, RecordStore
@@ -28,6 +30,22 @@ def project_of(topic: str) -> str:
     return topic.split("/")[1]
 
 
+def load_in_background(modules: Iterable[str]) -> threading.Thread:
+    """Import `modules` on a thread of their own, while the first event reads its image and
+    waits for its search. A use that comes first waits only for the rest of that import (the
+    module's import lock); an import that fails here fails again, with its own error, at the
+    use, where the event handles it."""
+
+    def load() -> None:
+        for name in modules:
+            with contextlib.suppress(Exception):  # raised again where the module is used
+                importlib.import_module(name)
+
+    thread = threading.Thread(target=load, name="engine-load", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_service(
     settings: Settings,
     *,
@@ -40,8 +58,11 @@ def build_service(
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
     project = project_of(settings.results_topic)
+    # Needed only once the search has answered: they load while the first event gets there.
+    if settings.fetch_mode is FetchMode.CLIP:
+        load_in_background(ENGINE_MODULES)
     if publisher is None:
-        publisher = BackgroundPublisher()  # first: it loads while the event reads and searches
+        publisher = BackgroundPublisher()
     storage_client = storage_client or storage.Client(project=project)
     if api is None:
         api = download = HttpSearchApi(

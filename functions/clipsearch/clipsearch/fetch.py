@@ -13,24 +13,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from clipsearch.clipping import (
-    ClipInfo,
-    ClipReason,
-    ClipSource,
-    ClipUnavailable,
-    IndexCache,
-    RangeSource,
-    SourceIndex,
-    poster_frame,
-)
+from clipsearch import clipping
+from clipsearch.clipping import ClipReason, ClipUnavailable, IndexCache, RangeSource, SourceIndex
 from clipsearch.core.clipmeta import encode_clip_metadata
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
 from clipsearch.errors import FetchRefused, PermanentError, TransientError, where_raised
 from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
 from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
 from clipsearch.settings import FetchSource
+
+if TYPE_CHECKING:
+    from clipsearch.clipping import ClipInfo, ClipSource
 
 ENGINE_ERROR = "engine_error"  # the clip engine failed in a way nobody planned for
 DEADLINE_EXCEEDED = ClipReason.DEADLINE_EXCEEDED.value
@@ -397,7 +392,7 @@ class ClipFetcher:
         return thread
 
     def _open_clip_source(self, ranged: RangeSource, deadline: float) -> ClipSource:
-        return ClipSource(
+        return clipping.ClipSource(
             ranged,
             index_cache=self._cache,
             max_index_bytes=self._max_index_bytes,
@@ -450,7 +445,9 @@ class ClipFetcher:
                 deadline=deadline,
             )
             poster_name = name.removesuffix(".mp4") + ".jpg"
-            self._results.write_bytes(poster_name, poster_frame(path), "image/jpeg", deadline)
+            self._results.write_bytes(
+                poster_name, clipping.poster_frame(path), "image/jpeg", deadline
+            )
             poster_uri = f"gs://{self._results.bucket}/{poster_name}"
             metadata = encode_clip_metadata(
                 info.start, info.end, info.keyframe_snapped, poster_uri, info.dropped_tracks

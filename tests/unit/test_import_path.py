@@ -1,4 +1,5 @@
-"""The Pub/Sub publisher is built off the event's path and waited for at the first publish."""
+"""What the first event needs only after its search (the Pub/Sub client, the clip engine) loads
+off the import path, on threads of its own, and is waited for where it is used."""
 
 from __future__ import annotations
 
@@ -94,14 +95,17 @@ def test_concurrent_publishes_that_meet_a_failed_build_start_one_new_build():
 PROBE = """
 import json, sys
 import main
-print(json.dumps({"pubsub": sorted(m for m in sys.modules if m.startswith("google.cloud.pubsub")),
+print(json.dumps({"loaded": sorted(m for m in sys.modules if m.startswith(%r)),
                   "storage": "google.cloud.storage" in sys.modules}))
 """
 
+LATER = ("google.cloud.pubsub", "av", "clipsearch.clipping.cutter", "clipsearch.clipping.poster")
 
-def test_importing_the_function_does_not_load_the_pubsub_client_library():
+
+@pytest.mark.parametrize("prefix", LATER)
+def test_importing_the_function_leaves_what_it_needs_after_its_search_unloaded(prefix: str):
     done = subprocess.run(
-        [sys.executable, "-c", PROBE],
+        [sys.executable, "-c", PROBE % prefix],
         cwd=DEPLOY,
         capture_output=True,
         text=True,
@@ -109,6 +113,41 @@ def test_importing_the_function_does_not_load_the_pubsub_client_library():
         check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    loaded = json.loads(done.stdout.strip().splitlines()[-1])
-    assert loaded["storage"]  # the probe saw the function's imports happen
-    assert loaded["pubsub"] == []
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["storage"]  # the probe saw the function's imports happen
+    assert found["loaded"] == []
+
+
+LOADER = """
+import json, sys
+from clipsearch.bootstrap import load_in_background
+before = "clipsearch.clipping.poster" in sys.modules
+thread = load_in_background(["clipsearch_no_such_module", "clipsearch.clipping.poster"])
+thread.join(60)
+try:
+    import clipsearch_no_such_module
+    use = "imported"
+except ModuleNotFoundError:
+    use = "ModuleNotFoundError"
+print(json.dumps({"before": before, "after": "clipsearch.clipping.poster" in sys.modules,
+                  "name": thread.name, "alive": thread.is_alive(), "use": use}))
+"""
+
+
+def test_load_in_background_imports_the_modules_and_keeps_a_failure_for_their_use():
+    done = subprocess.run(
+        [sys.executable, "-c", LOADER],
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "before": False,
+        "after": True,  # the failed import before it did not stop it
+        "name": "engine-load",
+        "alive": False,
+        "use": "ModuleNotFoundError",  # the use raises it, as it would without the preload
+    }
