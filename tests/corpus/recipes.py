@@ -19,9 +19,16 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tests.corpus.relayout import relayout
+from tests.corpus.relayout import relayout, step_back_tfdt
 
 GENERATOR_VERSION = 1
+# GStreamer re-muxes an ffmpeg-made file's H.264 and AAC (no encoder needed): qtdemux, the
+# parsers, then the muxer under test (plugins-good: qtdemux, mp4mux, qtmux, aacparse;
+# plugins-bad: h264parse).
+GST_REMUX = (
+    "filesrc location={base} ! qtdemux name=d  d.video_0 ! queue ! h264parse ! {mux} name=m "
+    "! filesink location={out}  d.audio_0 ! queue ! aacparse ! m."
+)
 FPS = 25
 GOP_S = 2.0
 SECONDS = 12
@@ -71,6 +78,7 @@ class Recipe:
     relayout: dict[str, object] = field(default_factory=dict)  # relayout() keywords
     suffix: str = ".mp4"
     malformed: str = ""  # why this file is broken as ffmpeg writes it (else it decodes cleanly)
+    gst: str = ""  # a gst-launch-1.0 pipeline muxing {base}'s streams into {out}
 
     def key(self) -> str:
         """Hash of everything that determines the file (including its base's)."""
@@ -433,6 +441,57 @@ _LIST = [
         "-movflags",
         "dash+skip_trailer",
     ),
+    # fragment layouts other pipelines write
+    _r(
+        "frag_every_frame",
+        "-movflags frag_every_frame+empty_moov: a moof per video frame (small fragments), mfra",
+        *BASE,
+        "-movflags",
+        "frag_every_frame+empty_moov",
+    ),
+    _r(
+        "frag_keyframe_1s",
+        "frag_keyframe+empty_moov, 1 s fragments not aligned on keyframes (both tracks per moof)",
+        *_video(16),
+        *_audio(16),
+        *X264,
+        *AAC,
+        "-movflags",
+        "frag_keyframe+empty_moov",
+        "-frag_duration",
+        "1000000",
+    ),
+    Recipe(
+        "frag_audio_tfdt_back",
+        "frag_keyframe_1s with each audio fragment's tfdt 5 ms before the previous one ends",
+        base="frag_keyframe_1s",
+        relayout={"step_back_ms": 5.0},
+    ),
+    # other muxers: GStreamer (Debian's gstreamer1.0-plugins-good), re-muxing x264 + AAC
+    Recipe(
+        "gst_mp4mux",
+        "GStreamer mp4mux (moov at the end)",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace("{mux}", "mp4mux"),
+    ),
+    Recipe(
+        "gst_mp4mux_fragmented",
+        "GStreamer mp4mux fragment-duration=1000: a moof per track per second, the audio's "
+        "first, and an mfra",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace("{mux}", "mp4mux fragment-duration=1000"),
+    ),
+    Recipe(
+        "gst_qtmux_robust",
+        "GStreamer qtmux robust muxing (reserved-moov-update-period): the moov near the start, "
+        "behind a free box, more free space after it",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace(
+            "{mux}",
+            "qtmux reserved-max-duration=20000000000 reserved-moov-update-period=1000000000",
+        ),
+        suffix=".mov",
+    ),
     # re-laid out by tests/corpus/relayout.py (MP4Box-style layouts)
     Recipe(
         "interleave_500ms_stco",
@@ -506,7 +565,22 @@ def build(kind: str, directory: Path | None = None) -> Path:
     base = build(recipe.base, directory) if recipe.base else None
     if recipe.relayout:
         assert base is not None
-        relayout(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+        if "step_back_ms" in recipe.relayout:
+            step_back_tfdt(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+        else:
+            relayout(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+    elif recipe.gst:
+        assert base is not None
+        exe = shutil.which("gst-launch-1.0")
+        if exe is None:
+            raise RuntimeError("the corpus needs GStreamer (Debian: gstreamer1.0-tools)")
+        pipeline = recipe.gst.replace("{base}", str(base)).replace("{out}", str(tmp))
+        done = subprocess.run(
+            [exe, "-q", *pipeline.split()], check=False, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0 or not tmp.exists():
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"gst-launch-1.0 failed for {kind}: {done.stderr[-2000:]}")
     else:
         args = [a.replace("{base}", str(base)) if base else a for a in recipe.args]
         cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-y", *args]
@@ -528,6 +602,9 @@ def command(kind: str) -> str:
     if recipe.relayout:
         opts = " ".join(f"{k}={v}" for k, v in recipe.relayout.items())
         return f"relayout({recipe.base}.mp4, {opts})  # tests/corpus/relayout.py"
+    if recipe.gst:
+        pipeline = recipe.gst.replace("{base}", f"{recipe.base}.mp4").replace("{out}", "out.mp4")
+        return f"gst-launch-1.0 {pipeline}"
     args = " ".join(
         f"'{a}'" if any(c in a for c in " ()*;'\\") else a
         for a in (x.replace("{base}", f"{recipe.base}.mp4") for x in recipe.args)
