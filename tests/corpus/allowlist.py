@@ -40,6 +40,20 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
             "i.e. the whole file, which is what clipping exists to avoid"
         ),
     },
+    ("frag_audio_tfdt_back", "*"): {
+        "unsupported_container": (
+            "each audio fragment's tfdt lies 5 ms before the previous fragment ends: the "
+            "source plays overlapping audio at every join, which a clip (one flat run of "
+            "samples) cannot hold without shortening a packet; the engine declines"
+        ),
+    },
+    ("frag_every_frame", "end"): {
+        "unsupported_container": (
+            "ffmpeg 5.1's frag_every_frame writes the audio's last fragments with zero "
+            "durations and repeated decode times (two packets at 11.30 s): the clip's audio "
+            "cannot be the source's run there, so the engine declines that span"
+        ),
+    },
 }
 
 OPEN_DEFECTS: dict[tuple[str, str, str], str] = {}
