@@ -483,12 +483,12 @@ _LIST = [
     ),
     Recipe(
         "gst_qtmux_robust",
-        "GStreamer qtmux robust muxing (reserved-moov-update-period): the moov near the start, "
-        "behind a free box, more free space after it",
+        "GStreamer qtmux robust muxing (room for 1 h, reserved-moov-update-period): the moov "
+        "near the start, behind 3.9 MB of free space, more after it",
         base="h264_aac_moov_at_end",
         gst=GST_REMUX.replace(
             "{mux}",
-            "qtmux reserved-max-duration=20000000000 reserved-moov-update-period=1000000000",
+            "qtmux reserved-max-duration=3600000000000 reserved-moov-update-period=1000000000",
         ),
         suffix=".mov",
     ),

@@ -234,7 +234,10 @@ def _audio_overlaps(path: Path) -> list[float]:
     """Seconds by which an audio packet starts before the previous one ends (decode times)."""
     with av.open(str(path)) as c:
         a = c.streams.audio[0]
-        packets = [(p.dts, p.duration) for p in c.demux(a) if p.size and p.dts is not None]
+        packets = [
+            (int(p.dts), int(p.duration or 0)) for p in c.demux(a) if p.size and p.dts is not None
+        ]
+        assert a.time_base is not None
         tb = float(a.time_base)
     return [
         round((d0 + n0 - d1) * tb, 6)

@@ -56,6 +56,7 @@ def test_the_fragment_table_says_what_a_read_from_the_start_says(
             assert len(packets) > 100
             assert len(table) == len(packets)
             for packet in packets:
+                assert packet.pos is not None
                 sample = table[packet.pos]
                 assert sample.decode_time == packet.dts
                 assert sample.duration == packet.duration

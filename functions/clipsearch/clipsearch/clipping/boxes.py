@@ -69,12 +69,15 @@ def walk(f: SparseFile, *, max_index_bytes: int) -> Layout:
             raise _refuse("too many top-level boxes before the index")
         if f.gaps(pos, pos + 16):
             # Past what we hold. Behind a big mdat, the rest of the file is usually just the
-            # index: fetch it in one request when it is small enough.
+            # index: fetch it in one request when it is small enough. Behind anything else
+            # (the `free` space robust muxers reserve before and after a moov near the start)
+            # the rest is media: read on from the next header only.
             rest = size - pos
-            if moov is None and rest <= max_index_bytes + TAIL_BYTES:
+            behind_mdat = boxes[-1].kind == "mdat"
+            if moov is None and behind_mdat and rest <= max_index_bytes + TAIL_BYTES:
                 f.ensure(pos, size)
             else:
-                f.ensure(pos, pos + HEAD_BYTES)
+                f.ensure(pos, pos + (HEAD_BYTES if moov is None else NEXT_HEADER))
         box = _header(f, pos, size)
         if not boxes and box.kind not in ("ftyp", "styp"):
             raise _refuse(f"first box is {box.kind!r}, not ftyp")
