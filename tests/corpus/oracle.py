@@ -329,6 +329,45 @@ def declared_duration_defects(path: str | Path, clip: Media) -> list[str]:
     return defects
 
 
+def audio_packets(path: str | Path) -> tuple[tuple[Packet, ...], ...]:
+    """Each audio track's packets as `scan` lists them, demuxed only (nothing decoded)."""
+    with av.open(str(path)) as container:
+        streams = list(container.streams.audio)
+        tracks: list[list[Packet]] = [[] for _ in streams]
+        for packet in container.demux(*streams):
+            if packet.size and packet.pts is not None and not packet.is_discard:
+                t = float(packet.pts * packet.time_base)
+                end = t + float((packet.duration or 0) * packet.time_base)
+                digest = hashlib.md5(bytes(packet)).hexdigest()
+                tracks[streams.index(packet.stream)].append(Packet(t, end, digest))
+    return tuple(tuple(sorted(track, key=lambda p: p.time)) for track in tracks)
+
+
+def cheap_defects(source: str | Path, clip_path: str | Path, start: float) -> list[str]:
+    """The checks that need no decode of the source: the clip's declared durations against
+    its streams, and each audio track one contiguous run of the source's packets (`start`:
+    the clip's reported start). For the fuzzer, whose sources are hostile: a source the
+    demuxer cannot read in order is compared on durations only."""
+    try:
+        clip = scan(clip_path, decode_audio=False, rotation=False)
+    except Exception as error:  # the engine's read-back passed it: worth a failure here
+        return [f"clip unreadable: {type(error).__name__}: {error}"]
+    defects = declared_duration_defects(clip_path, clip)
+    try:
+        source_audio = audio_packets(source)
+    except Exception:
+        return defects
+    for n, packets in enumerate(clip.audio):
+        track = next(
+            (s for s in source_audio if {p.digest for p in packets[:3]} & {p.digest for p in s}),
+            None,
+        )
+        gap = _audio_run_defect(packets, track, start) if track else ""
+        if gap:
+            defects.append(f"clip audio track {n}: {gap}")
+    return defects
+
+
 @dataclass(frozen=True)
 class Verdict:
     right: bool

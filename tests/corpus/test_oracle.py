@@ -16,7 +16,15 @@ import pytest
 
 from clipsearch.clipping import ClipInfo, ClipReason, ClipUnavailable
 from tests.corpus import runner
-from tests.corpus.oracle import Media, Verdict, declared, declared_duration_defects, judge, scan
+from tests.corpus.oracle import (
+    Media,
+    Verdict,
+    cheap_defects,
+    declared,
+    declared_duration_defects,
+    judge,
+    scan,
+)
 from tests.corpus.recipes import build
 
 KEY = 4.0  # a keyframe of the corpus files (2 s GOPs)
@@ -270,6 +278,19 @@ def test_audio_that_starts_late_is_wrong(source: Path, media: Media, tmp_path: P
     assert scan(clip).audio[0][0].time > 0.9
     why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
     assert "audio track 0 starts at 0.9" in why
+
+
+def test_the_fuzzers_cheap_checks_pass_a_right_clip_and_catch_these_defects(
+    source: Path, right_clip: Path, tmp_path: Path
+) -> None:
+    """What the fuzz worker runs on a sample of its clips (no decode of the source)."""
+    assert cheap_defects(source, right_clip, KEY) == []
+    holes = _copy(source, tmp_path / "holes.mp4", KEY, "-c", "copy", "-bsf:a", _DROP_EVERY_THIRD)
+    assert "clip audio track 0: " in " ".join(cheap_defects(source, holes, KEY))
+    long = tmp_path / "long.mp4"
+    long.write_bytes(right_clip.read_bytes())
+    _patch_movie_duration(long, 15.87)
+    assert "(mvhd)" in " ".join(cheap_defects(source, long, KEY))
 
 
 def test_sequential_mode_cuts_out_of_time_order_after_a_fallback_and_repeats() -> None:
