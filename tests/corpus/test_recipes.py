@@ -106,6 +106,7 @@ FRAGMENTED = {
     "frag_keyframe_1s": (True, 0),
     "frag_audio_tfdt_back": (True, 0),
     "gst_mp4mux_fragmented": (True, 0),
+    "browser_mp4_muxer_fragmented": (True, 0),
 }
 
 
@@ -150,6 +151,12 @@ def test_the_file_is_what_its_kind_says(kind: str) -> None:
     if kind == "gst_qtmux_robust":
         assert top[: top.index("moov")] == ["ftyp", "free", "free"], top
         assert "free" in top[top.index("moov") : top.index("mdat")], top
+    if kind == "h264_aac_no_bframes":
+        assert _reorder_depth(path) == 0
+    if kind == "browser_mp4_muxer":
+        assert top == ["ftyp", "moov", "mdat"], top
+    if kind.startswith("browser_mp4_muxer"):
+        assert _reorder_depth(path) == 0
     if kind == "gst_mp4mux":
         assert top.index("moov") > top.index("mdat")
     expected_codecs = {
