@@ -19,7 +19,12 @@ import pytest
 
 from clipsearch.clipping import ClipReason, ClipSource, ClipUnavailable, FileRangeSource
 from clipsearch.clipping.cutter import _check_audio_run
-from clipsearch.clipping.fragments import TrackDefaults, fragment_samples, track_defaults
+from clipsearch.clipping.fragments import (
+    TrackDefaults,
+    fragment_samples,
+    samples_end,
+    track_defaults,
+)
 from tests.corpus.oracle import declared_duration_defects, scan
 from tests.corpus.recipes import build
 
@@ -48,9 +53,7 @@ def test_the_fragment_table_says_what_a_read_from_the_start_says(
             table = {}
             for kind, at, size in boxes:
                 if kind == b"moof":
-                    table.update(
-                        fragment_samples(data[at : at + size], at, stream.id, defaults[stream.id])
-                    )
+                    table.update(fragment_samples(data[at : at + size], at, stream.id, defaults))
             container.seek(0)
             packets = [p for p in container.demux(stream) if p.size]
             assert len(packets) > 100
@@ -84,12 +87,14 @@ def test_a_trun_without_durations_or_sizes_takes_the_track_defaults() -> None:
     tfdt = _box(b"tfdt", struct.pack(">II", 0, 96000))
     trun = _box(b"trun", struct.pack(">IIi", 0x1, 3, 100))  # data offset only
     moof = _box(b"moof", _box(b"traf", tfhd + tfdt + trun))
-    table = fragment_samples(moof, 5000, 2, TrackDefaults(1024, 371, 1024))
+    table = fragment_samples(moof, 5000, 2, {2: TrackDefaults(1024, 371, 1024)})
     assert {pos: (s.decode_time, s.duration) for pos, s in table.items()} == {
         5100: (96000 - 1024, 1024),
         5471: (96000, 1024),
         5842: (96000 + 1024, 1024),
     }
+    # where its samples end: the engine declines a moof whose samples run past its mdat
+    assert samples_end(moof, 5000, {2: TrackDefaults(1024, 371, 1024)}) == 5100 + 3 * 371
 
 
 def _packet(dts: int, duration: int) -> SimpleNamespace:

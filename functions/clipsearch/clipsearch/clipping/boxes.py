@@ -383,6 +383,12 @@ def _check_header(kind: str, data: bytes, body: int, end: int, file_size: int) -
             _count_fits(kind, count, per, end - body - head)
         elif count > file_size:
             raise _malformed(f"trun declares {count} samples in a {file_size}-byte file")
+        if flags & 0x200:  # sample sizes: together they must fit in the file
+            at = body + head
+            field = 1 if flags & 0x100 else 0
+            records = struct.iter_unpack(f">{per // 4}I", data[at : at + count * per])
+            if sum(record[field] for record in records) > file_size:
+                raise _malformed(f"trun's {count} samples are larger than the file")
 
 
 def check_tables(data: bytes, start: int, end: int, file_size: int, depth: int = 0) -> None:

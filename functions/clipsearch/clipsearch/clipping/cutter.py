@@ -56,6 +56,7 @@ from clipsearch.clipping.fragments import (
     FragmentSample,
     TrackDefaults,
     fragment_samples,
+    samples_end,
     track_defaults,
 )
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
@@ -102,6 +103,7 @@ MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a 
 MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
 MOOFS_BEHIND = 4  # moofs looked back through for the one holding an audio sample (one per track)
+MAX_RETIME_S = 1.0  # an audio packet's trun time this far from FFmpeg's, or this long: malformed
 # A synthetic index (tables.py) holds the clip's samples and this much more around them: the
 # keyframes a cut may step back to (from recovery points it cannot start at) and, past the
 # plan, room for the closing scan; the audio, a second either side of the video.
@@ -1066,14 +1068,14 @@ class ClipSource:
         real_end = max(float((p.pts + (p.duration or 0)) * p.time_base) for p in got.video)
         for stream in self._audios:
             packets = [p for p in got.audio if p.stream is stream]
-            self._retime(packets, defaults.get(int(stream.id)))
+            self._retime(packets, defaults)
             frame = statistics.median([float(p.duration * p.time_base) for p in packets] or [0])
             first = min((float(p.pts * p.time_base) for p in packets), default=math.inf)
             entries = stream.index_entries
             has_earlier = len(entries) and float(entries[0].timestamp * stream.time_base) < first
             if first > kf_time + max(frame, 0.001) + _EPS and has_earlier:
                 again = self._audio_from_its_own_seek(stream, kf_time, real_end)
-                self._retime(again, defaults.get(int(stream.id)))
+                self._retime(again, defaults)
                 if again and float(again[0].pts * stream.time_base) < first:
                     got.audio = [p for p in got.audio if p.stream is not stream] + again
 
@@ -1083,9 +1085,9 @@ class ClipSource:
             return {}
         return track_defaults(self._file.peek(moov.offset, moov.size))
 
-    def _retime(self, packets: list[Any], defaults: TrackDefaults | None) -> None:
+    def _retime(self, packets: list[Any], defaults: dict[int, TrackDefaults]) -> None:
         """Give each packet the decode time and duration its moof's trun states."""
-        if defaults is None or not packets:
+        if not packets or int(packets[0].stream.id) not in defaults:
             return
         moofs = sorted(o for o in self._checked_moofs if not self._file.gaps(o, o + 8))
         parsed: dict[int, dict[int, FragmentSample]] = {}
@@ -1096,25 +1098,48 @@ class ClipSource:
             at = bisect.bisect_left(moofs, packet.pos) if packet.pos is not None else 0
             for moof in reversed(moofs[max(0, at - MOOFS_BEHIND) : at]):
                 if moof not in parsed:
-                    size = int.from_bytes(self._file.peek(moof, 4), "big")
-                    if self._file.gaps(moof, moof + size):
-                        parsed[moof] = {}
-                    else:
-                        parsed[moof] = fragment_samples(
-                            self._file.peek(moof, size), moof, track, defaults
-                        )
+                    parsed[moof] = self._moof_samples(moof, track, defaults)
                 sample = parsed[moof].get(int(packet.pos))
                 if sample is not None:
                     break
             if sample is not None:
                 found.append((packet, sample))
         for n, (packet, sample) in enumerate(found):
-            packet.dts = packet.pts = sample.decode_time
             duration = sample.duration
             if not duration and n + 1 < len(found):  # a trun that left it to the next sample
                 duration = found[n + 1][1].decode_time - sample.decode_time
+            moved = float(abs(sample.decode_time - packet.dts) * packet.time_base)
+            if moved > MAX_RETIME_S or float(duration * packet.time_base) > MAX_RETIME_S:
+                # FFmpeg's guesses are a frame or a fragment's step off, never seconds: such
+                # a trun or tfdt is not a timeline anyone plays
+                raise ClipUnavailable(
+                    ClipReason.MALFORMED_SOURCE,
+                    f"a moof's tfdt/trun put an audio packet {moved:.1f}s from where the "
+                    f"demuxer reads it, lasting {float(duration * packet.time_base):.1f}s",
+                )
+            packet.dts = packet.pts = sample.decode_time
             if duration > 0:
                 packet.duration = duration
+
+    def _moof_samples(
+        self, moof: int, track: int, defaults: dict[int, TrackDefaults]
+    ) -> dict[int, FragmentSample]:
+        """`track`'s samples in the moof at `moof`, once its trun is seen to place every
+        sample inside the mdat that follows it (else the demuxer reads other bytes as them,
+        and differently after a seek than from the start)."""
+        size = int.from_bytes(self._file.peek(moof, 4), "big")
+        if self._file.gaps(moof, moof + size + 8):
+            return {}
+        data = self._file.peek(moof, size)
+        mdat = self._file.peek(moof + size, 8)
+        if mdat[4:8] == b"mdat":
+            mdat_end = moof + size + int.from_bytes(mdat[:4], "big")
+            if samples_end(data, moof, defaults) > mdat_end:
+                raise ClipUnavailable(
+                    ClipReason.MALFORMED_SOURCE,
+                    f"a trun places samples past the end of the mdat after its moof at {moof}",
+                )
+        return fragment_samples(data, moof, track, defaults)
 
     def _audio_from_its_own_seek(self, stream: Any, since: float, until: float) -> list[Any]:
         """`stream`'s packets from its own seek to `since`, up to `until` (source seconds)."""

@@ -13,7 +13,7 @@ already read (the bounds were checked by `boxes.check_chain` before FFmpeg saw t
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from clipsearch.clipping.boxes import _children
@@ -40,6 +40,9 @@ class TrackDefaults:
     duration: int
     size: int
     time_offset: int  # subtracted from tfdt: the first edit's media time less its empty edits
+
+
+_NO_DEFAULTS = TrackDefaults(0, 0, 0)
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,12 @@ def _time_offset(moov: bytes, trak: int, trak_end: int, movie_scale: int, media_
 
 
 def _traf_header(
-    moof: bytes, traf: int, traf_end: int, moof_offset: int, implicit: int, defaults: TrackDefaults
+    moof: bytes,
+    traf: int,
+    traf_end: int,
+    moof_offset: int,
+    implicit: int,
+    defaults: Mapping[int, TrackDefaults],
 ) -> tuple[int, int, int, int] | None:
     """(track_ID, base data offset, default duration, default size) from a traf's tfhd."""
     tfhd = next(_boxes(moof, traf, traf_end, "tfhd"), None)
@@ -132,7 +140,8 @@ def _traf_header(
     elif flags & _DEFAULT_BASE_IS_MOOF:
         base = moof_offset
     at += 4 if flags & _SAMPLE_DESCRIPTION else 0
-    duration, size = defaults.duration, defaults.size
+    trex = defaults.get(track, _NO_DEFAULTS)
+    duration, size = trex.duration, trex.size
     if flags & _DEFAULT_DURATION:
         (duration,) = struct.unpack_from(">I", moof, at)
         at += 4
@@ -141,30 +150,26 @@ def _traf_header(
     return int(track), int(base), int(duration), int(size)
 
 
-def fragment_samples(
-    moof: bytes, moof_offset: int, track_id: int, defaults: TrackDefaults
-) -> dict[int, FragmentSample]:
-    """{byte offset in the file: sample} of `track_id`'s samples in one whole moof box.
+def _tfdt(moof: bytes, traf: int, traf_end: int) -> int | None:
+    tfdt = next(_boxes(moof, traf, traf_end, "tfdt"), None)
+    if tfdt is None:
+        return None
+    body = tfdt[0]
+    at, fmt = (body + 4, ">Q") if moof[body] == 1 else (body + 4, ">I")
+    return int(struct.unpack_from(fmt, moof, at)[0])
 
-    A traf without a tfdt gives nothing (its times follow whatever the demuxer read before:
-    nothing here can say them).
-    """
-    out: dict[int, FragmentSample] = {}
+
+def _samples(
+    moof: bytes, moof_offset: int, defaults: Mapping[int, TrackDefaults]
+) -> Iterator[tuple[int, int, int, int | None, int]]:
+    """(track_ID, byte offset, size, decode time or None, duration) of every sample."""
     implicit = moof_offset  # a traf's data follows the previous traf's, the first the moof's
     for traf, traf_end in _boxes(moof, 8, len(moof), "traf"):
         header = _traf_header(moof, traf, traf_end, moof_offset, implicit, defaults)
         if header is None:
             continue
         track, base, default_duration, default_size = header
-        tfdt = next(_boxes(moof, traf, traf_end, "tfdt"), None)
-        decode_time: int | None = None
-        if tfdt is not None:
-            body = tfdt[0]
-            decode_time = (
-                struct.unpack_from(">Q", moof, body + 4)[0]
-                if moof[body] == 1
-                else struct.unpack_from(">I", moof, body + 4)[0]
-            )
+        decode_time = _tfdt(moof, traf, traf_end)
         data = base
         for trun, trun_end in _boxes(moof, traf, traf_end, "trun"):
             run_flags = int.from_bytes(moof[trun + 1 : trun + 4], "big")
@@ -191,10 +196,33 @@ def fragment_samples(
                         duration = value
                     elif bit == _SAMPLE_SIZE:
                         size = value
-                if track == track_id and decode_time is not None:
-                    out[data] = FragmentSample(decode_time - defaults.time_offset, duration)
+                yield track, data, size, decode_time, duration
                 if decode_time is not None:
                     decode_time += duration
                 data += size
         implicit = data
-    return out
+
+
+def fragment_samples(
+    moof: bytes, moof_offset: int, track_id: int, defaults: Mapping[int, TrackDefaults]
+) -> dict[int, FragmentSample]:
+    """{byte offset in the file: sample} of `track_id`'s samples in one whole moof box.
+
+    A traf without a tfdt gives nothing (its times follow whatever the demuxer read before:
+    nothing here can say them).
+    """
+    shift = defaults.get(track_id, _NO_DEFAULTS).time_offset
+    return {
+        pos: FragmentSample(decode_time - shift, duration)
+        for track, pos, _size, decode_time, duration in _samples(moof, moof_offset, defaults)
+        if track == track_id and decode_time is not None
+    }
+
+
+def samples_end(moof: bytes, moof_offset: int, defaults: Mapping[int, TrackDefaults]) -> int:
+    """The byte just past the last sample any traf of this moof places (its mdat's end,
+    in a well-formed file)."""
+    return max(
+        (pos + size for _t, pos, size, _d, _n in _samples(moof, moof_offset, defaults)),
+        default=moof_offset,
+    )
