@@ -291,12 +291,13 @@ def declared_duration_defects(path: str | Path, clip: Media) -> list[str]:
     frames: list[float] = [video_frame]
     for n, track in enumerate(moov.tracks):
         if track.handler == "vide" and not ends:
-            end, frame, what = clip.stored_end, video_frame, "video"
+            start, end, frame, what = 0.0, clip.stored_end, video_frame, "video"
         elif track.handler == "soun":
             packets = next(audio_tracks, ())
             if not packets:
                 continue
-            end, frame, what = packets[-1].end, _audio_frame(packets), "audio"
+            start, end = packets[0].time, packets[-1].end
+            frame, what = _audio_frame(packets), "audio"
             frames.append(frame)
         else:
             continue
@@ -307,12 +308,14 @@ def declared_duration_defects(path: str | Path, clip: Media) -> list[str]:
             defects.append(
                 f"{label}: tkhd declares {track.tkhd:.3f}s, its stream ends at {end:.3f}s"
             )
-        # mdhd may run past the decode-time sum by the delay the edit list skips (B-frames:
-        # FFmpeg counts to the last composition time)
+        # mdhd is the media's own length: from its first sample's presentation time to the
+        # end of its last shown, and past that by what the edit list skips at its start
+        # (B-frame delay, AAC priming: samples the stream does not show)
+        first = clip.frames[0].time if what == "video" and clip.frames else start
         skipped = max((t for _, t in track.edits if t >= 0), default=0.0)
-        if not moov.fragmented and not -tol <= track.mdhd - track.samples <= skipped + tol:
+        if not moov.fragmented and not -tol <= track.mdhd - (end - first) <= skipped + tol:
             defects.append(
-                f"{label}: mdhd declares {track.mdhd:.3f}s, its samples last {track.samples:.3f}s"
+                f"{label}: mdhd declares {track.mdhd:.3f}s, its samples span {end - first:.3f}s"
             )
         if track.edits:
             shown = sum(duration for duration, _ in track.edits)

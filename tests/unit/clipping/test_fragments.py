@@ -22,7 +22,7 @@ from clipsearch.clipping.cutter import _check_audio_run
 from clipsearch.clipping.fragments import (
     TrackDefaults,
     fragment_samples,
-    samples_end,
+    samples_span,
     track_defaults,
 )
 from tests.corpus.oracle import declared_duration_defects, scan
@@ -93,8 +93,8 @@ def test_a_trun_without_durations_or_sizes_takes_the_track_defaults() -> None:
         5471: (96000, 1024),
         5842: (96000 + 1024, 1024),
     }
-    # where its samples end: the engine declines a moof whose samples run past its mdat
-    assert samples_end(moof, 5000, {2: TrackDefaults(1024, 371, 1024)}) == 5100 + 3 * 371
+    # where its samples lie: the engine declines a moof whose samples leave its mdat
+    assert samples_span(moof, 5000, {2: TrackDefaults(1024, 371, 1024)}) == (5100, 5100 + 3 * 371)
 
 
 def _packet(dts: int, duration: int) -> SimpleNamespace:

@@ -56,7 +56,7 @@ from clipsearch.clipping.fragments import (
     FragmentSample,
     TrackDefaults,
     fragment_samples,
-    samples_end,
+    samples_span,
     track_defaults,
 )
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
@@ -287,6 +287,7 @@ class ClipSource:
         self._use_tables = use_tables
         self._keep: tuple[tuple[int, bytes], ...] | None = None  # held between cuts
         self._cut_before = False  # a fragmented source's demuxer holds an earlier cut's index
+        self._sound_moofs: set[int] = set()  # moofs whose samples lie inside their mdat
         self.index_path = "moov"
         try:
             with _as_clip_errors("opening"):
@@ -1064,6 +1065,9 @@ class ClipSource:
         and skipped by the seek) is read again from its own seek, from what the cut holds.
         """
         defaults = self._fragment_defaults()
+        for moof in sorted(self._checked_moofs):
+            self._moof_samples(moof, None, defaults)  # every moof the cut holds places its
+            # samples inside its mdat, or the cut is declined
         kf_time = float(got.video[0].pts * self._video.time_base)
         real_end = max(float((p.pts + (p.duration or 0)) * p.time_base) for p in got.video)
         for stream in self._audios:
@@ -1122,24 +1126,28 @@ class ClipSource:
                 packet.duration = duration
 
     def _moof_samples(
-        self, moof: int, track: int, defaults: dict[int, TrackDefaults]
+        self, moof: int, track: int | None, defaults: dict[int, TrackDefaults]
     ) -> dict[int, FragmentSample]:
-        """`track`'s samples in the moof at `moof`, once its trun is seen to place every
-        sample inside the mdat that follows it (else the demuxer reads other bytes as them,
-        and differently after a seek than from the start)."""
+        """`track`'s samples in the moof at `moof`, once its tfhd and trun are seen to place
+        every sample inside the mdat that follows it (else the demuxer reads other bytes as
+        them, and differently after a seek than from the start)."""
         size = int.from_bytes(self._file.peek(moof, 4), "big")
         if self._file.gaps(moof, moof + size + 8):
             return {}
         data = self._file.peek(moof, size)
         mdat = self._file.peek(moof + size, 8)
+        if track is None and moof in self._sound_moofs:
+            return {}
         if mdat[4:8] == b"mdat":
             mdat_end = moof + size + int.from_bytes(mdat[:4], "big")
-            if samples_end(data, moof, defaults) > mdat_end:
+            first, end = samples_span(data, moof, defaults)
+            if first < moof + size + 8 or end > mdat_end:
                 raise ClipUnavailable(
                     ClipReason.MALFORMED_SOURCE,
-                    f"a trun places samples past the end of the mdat after its moof at {moof}",
+                    f"a trun places samples outside the mdat after its moof at {moof}",
                 )
-        return fragment_samples(data, moof, track, defaults)
+        self._sound_moofs.add(moof)
+        return {} if track is None else fragment_samples(data, moof, track, defaults)
 
     def _audio_from_its_own_seek(self, stream: Any, since: float, until: float) -> list[Any]:
         """`stream`'s packets from its own seek to `since`, up to `until` (source seconds)."""
@@ -1316,6 +1324,7 @@ class ClipSource:
         if self._fragmented:
             for track in tracks:
                 _check_audio_run([p for p in audio if p.stream is track])
+        _check_no_shared_bytes([*got.video, *audio])
         for p in got.video[1:]:
             if p.is_keyframe and self._decodable(p) is False:
                 # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
@@ -1481,6 +1490,22 @@ def _check_audio_run(packets: list[Any]) -> None:
                 f"the audio's fragments {'overlap' if step < 0 else 'leave a gap'} by "
                 f"{ms:.1f} ms at {float(q.dts * q.time_base):.3f}s: a clip cannot play them "
                 "as the source does",
+            )
+
+
+def _check_no_shared_bytes(packets: list[Any]) -> None:
+    """No two of the clip's samples lie on the same bytes of the source.
+
+    No muxer writes that; a sample table or trun that says so (a size or chunk offset that
+    runs one sample into the next) is read one way from the file's start and another after a
+    seek, so no clip of it can be the source's.
+    """
+    spans = sorted((int(p.pos), int(p.size)) for p in packets if p.pos is not None and p.pos >= 0)
+    for (a, n), (b, _) in itertools.pairwise(spans):
+        if b < a + n:
+            raise ClipUnavailable(
+                ClipReason.MALFORMED_SOURCE,
+                f"two samples share bytes at {b} of the source (one of {n} bytes from {a})",
             )
 
 

@@ -219,10 +219,12 @@ def fragment_samples(
     }
 
 
-def samples_end(moof: bytes, moof_offset: int, defaults: Mapping[int, TrackDefaults]) -> int:
-    """The byte just past the last sample any traf of this moof places (its mdat's end,
-    in a well-formed file)."""
-    return max(
-        (pos + size for _t, pos, size, _d, _n in _samples(moof, moof_offset, defaults)),
-        default=moof_offset,
-    )
+def samples_span(
+    moof: bytes, moof_offset: int, defaults: Mapping[int, TrackDefaults]
+) -> tuple[int, int]:
+    """(first byte, byte just past the last) of the samples this moof's trafs place: inside
+    the mdat that follows it, in a well-formed file."""
+    spans = [(pos, pos + size) for _t, pos, size, _d, _n in _samples(moof, moof_offset, defaults)]
+    if not spans:
+        return moof_offset + len(moof), moof_offset + len(moof)
+    return min(a for a, _ in spans), max(b for _, b in spans)
