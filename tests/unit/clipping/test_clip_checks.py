@@ -27,6 +27,10 @@ def test_samples_that_share_bytes_are_malformed() -> None:
     with pytest.raises(ClipUnavailable) as caught:
         _check_no_shared_bytes([_packet(100, 50), _packet(149, 10)])
     assert caught.value.reason == ClipReason.MALFORMED_SOURCE
+    # a sample running into the moov (a raised stsz size)
+    _check_no_shared_bytes([_packet(100, 50)], [(0, 32), (150, 4000)])
+    with pytest.raises(ClipUnavailable):
+        _check_no_shared_bytes([_packet(100, 51)], [(0, 32), (150, 4000)])
 
 
 def _patched_mvhd(clip: bytes, seconds: float) -> bytes:

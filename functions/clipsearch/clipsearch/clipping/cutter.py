@@ -1324,7 +1324,8 @@ class ClipSource:
         if self._fragmented:
             for track in tracks:
                 _check_audio_run([p for p in audio if p.stream is track])
-        _check_no_shared_bytes([*got.video, *audio])
+        index = [(b.offset, b.size) for b in self._layout.boxes if b.kind in _INDEX_BOXES]
+        _check_no_shared_bytes([*got.video, *audio], index)
         for p in got.video[1:]:
             if p.is_keyframe and self._decodable(p) is False:
                 # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
@@ -1493,14 +1494,22 @@ def _check_audio_run(packets: list[Any]) -> None:
             )
 
 
-def _check_no_shared_bytes(packets: list[Any]) -> None:
-    """No two of the clip's samples lie on the same bytes of the source.
+_INDEX_BOXES = frozenset({"ftyp", "styp", "moov", "moof", "mfra", "sidx"})
+
+
+def _check_no_shared_bytes(packets: list[Any], index: list[tuple[int, int]] | None = None) -> None:
+    """No two of the clip's samples, nor a sample and an index box (`index`: offset and
+    size of the moov, moofs, ...), lie on the same bytes of the source.
 
     No muxer writes that; a sample table or trun that says so (a size or chunk offset that
-    runs one sample into the next) is read one way from the file's start and another after a
-    seek, so no clip of it can be the source's.
+    runs one sample into the next, or into the moov) is read one way from the file's start
+    and another after a seek or from our synthetic index (which renames the moov), so no
+    clip of it can be the source's.
     """
-    spans = sorted((int(p.pos), int(p.size)) for p in packets if p.pos is not None and p.pos >= 0)
+    spans = sorted(
+        [(int(p.pos), int(p.size)) for p in packets if p.pos is not None and p.pos >= 0]
+        + list(index or ())
+    )
     for (a, n), (b, _) in itertools.pairwise(spans):
         if b < a + n:
             raise ClipUnavailable(
