@@ -22,7 +22,9 @@ import itertools
 import json
 import shutil
 import statistics
+import struct
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from typing import Any
 import av
 
 TIME_TOL = 0.003  # seconds: timestamp rounding between timescales
+DURATION_TOL = 0.0005  # seconds: a stream-copied packet keeps its duration in its timescale
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,253 @@ def scan(path: str | Path, *, decode_audio: bool = False, rotation: bool = True)
 
 
 @dataclass(frozen=True)
+class DeclaredTrack:
+    """What one trak says about its length (seconds; `edits`: (duration, media time) pairs)."""
+
+    handler: str
+    tkhd: float
+    mdhd: float
+    samples: float  # sum of the stts deltas: the media's length by its own table
+    edits: tuple[tuple[float, float], ...]
+
+
+@dataclass(frozen=True)
+class Declared:
+    """The durations an MP4's moov declares (what players and ffprobe's format=duration show)."""
+
+    movie: float
+    tracks: tuple[DeclaredTrack, ...]
+    fragmented: bool  # an mvex: the moov's durations cover only the samples it holds
+
+
+def _children(data: bytes, start: int, end: int) -> Iterator[tuple[bytes, int, int]]:
+    """(type, body start, box end) of the boxes in data[start:end]."""
+    at = start
+    while at + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, at)
+        header = 8
+        if size == 1:
+            (size,) = struct.unpack_from(">Q", data, at + 8)
+            header = 16
+        elif size == 0:
+            size = end - at
+        if size < header or at + size > end:
+            return
+        yield kind, at + header, at + size
+        at += size
+
+
+def _child(data: bytes, start: int, end: int, kind: bytes) -> tuple[int, int] | None:
+    return next(((a, b) for k, a, b in _children(data, start, end) if k == kind), None)
+
+
+def _full_box_times(data: bytes, body: int, at32: int, at64: int) -> tuple[int, int]:
+    """(timescale or 0, duration) of an mvhd/mdhd body: version 0 or 1 layouts."""
+    if data[body] == 1:
+        return struct.unpack_from(">IQ", data, body + at64)
+    return struct.unpack_from(">II", data, body + at32)
+
+
+def declared(path: str | Path) -> Declared:
+    """Parse the moov's mvhd, and per trak tkhd, mdhd, stts and elst (ISO/IEC 14496-12)."""
+    data = Path(path).read_bytes()
+    moov = _child(data, 0, len(data), b"moov")
+    if moov is None:
+        raise ValueError("no moov")
+    mvhd = _child(data, *moov, b"mvhd")
+    if mvhd is None:
+        raise ValueError("no mvhd")
+    movie_ts, movie_duration = _full_box_times(data, mvhd[0], 12, 20)
+    if not movie_ts:
+        raise ValueError("mvhd timescale 0")
+    tracks = []
+    for kind, a, b in _children(data, *moov):
+        if kind != b"trak":
+            continue
+        tkhd = _child(data, a, b, b"tkhd")
+        mdia = _child(data, a, b, b"mdia")
+        if tkhd is None or mdia is None:
+            raise ValueError("a trak without tkhd or mdia")
+        body = tkhd[0]
+        (tkhd_duration,) = struct.unpack_from(
+            ">Q" if data[body] == 1 else ">I", data, body + (28 if data[body] == 1 else 20)
+        )
+        mdhd = _child(data, *mdia, b"mdhd")
+        hdlr = _child(data, *mdia, b"hdlr")
+        if mdhd is None or hdlr is None:
+            raise ValueError("a trak without mdhd or hdlr")
+        media_ts, media_duration = _full_box_times(data, mdhd[0], 12, 20)
+        if not media_ts:
+            raise ValueError("mdhd timescale 0")
+        handler = data[hdlr[0] + 8 : hdlr[0] + 12].decode("latin-1")
+        minf = _child(data, *mdia, b"minf")
+        stbl = _child(data, *minf, b"stbl") if minf else None
+        stts = _child(data, *stbl, b"stts") if stbl else None
+        total = 0
+        if stts is not None:
+            (count,) = struct.unpack_from(">I", data, stts[0] + 4)
+            for n in range(count):
+                samples, delta = struct.unpack_from(">II", data, stts[0] + 8 + 8 * n)
+                total += samples * delta
+        edits: list[tuple[float, float]] = []
+        edts = _child(data, a, b, b"edts")
+        elst = _child(data, *edts, b"elst") if edts else None
+        if elst is not None:
+            version = data[elst[0]]
+            (count,) = struct.unpack_from(">I", data, elst[0] + 4)
+            fmt, step = (">Qq", 20) if version == 1 else (">Ii", 12)
+            for n in range(count):
+                duration, media_time = struct.unpack_from(fmt, data, elst[0] + 8 + step * n)
+                edits.append(
+                    (duration / movie_ts, -1.0 if media_time < 0 else media_time / media_ts)
+                )
+        tracks.append(
+            DeclaredTrack(
+                handler,
+                tkhd_duration / movie_ts,
+                media_duration / media_ts,
+                total / media_ts,
+                tuple(edits),
+            )
+        )
+    return Declared(
+        movie_duration / movie_ts, tuple(tracks), _child(data, *moov, b"mvex") is not None
+    )
+
+
+def declared_duration_defects(path: str | Path, clip: Media) -> list[str]:
+    """Where the container's declared durations disagree with its streams by over one frame.
+
+    A player shows mvhd's duration as the clip's length (and seeks within it); tkhd, mdhd and
+    the edit list say how long each track plays. Each must agree with what the streams hold:
+    the video's last frame's end, each audio track's last packet's end.
+    """
+    try:
+        moov = declared(path)
+    except (ValueError, struct.error) as error:
+        return [f"container durations unreadable: {error}"]
+    video_frame = statistics.median(f.end - f.time for f in clip.frames) if clip.frames else 0.04
+    audio_tracks = iter(clip.audio)
+    defects: list[str] = []
+    ends: list[float] = []
+    frames: list[float] = [video_frame]
+    for n, track in enumerate(moov.tracks):
+        if track.handler == "vide" and not ends:
+            start, end, frame, what = 0.0, clip.stored_end, video_frame, "video"
+        elif track.handler == "soun":
+            packets = next(audio_tracks, ())
+            if not packets:
+                continue
+            start, end = packets[0].time, packets[-1].end
+            frame, what = _audio_frame(packets), "audio"
+            frames.append(frame)
+        else:
+            continue
+        ends.append(end)
+        tol = frame + TIME_TOL
+        label = f"track {n + 1} ({what})"
+        if abs(track.tkhd - end) > tol:
+            defects.append(
+                f"{label}: tkhd declares {track.tkhd:.3f}s, its stream ends at {end:.3f}s"
+            )
+        # mdhd is the media's own length: from its first sample's presentation time to the
+        # end of its last shown, and past that by what the edit list skips at its start
+        # (B-frame delay, AAC priming: samples the stream does not show)
+        first = clip.frames[0].time if what == "video" and clip.frames else start
+        skipped = max((t for _, t in track.edits if t >= 0), default=0.0)
+        if not moov.fragmented and not -tol <= track.mdhd - (end - first) <= skipped + tol:
+            defects.append(
+                f"{label}: mdhd declares {track.mdhd:.3f}s, its samples span {end - first:.3f}s"
+            )
+        if track.edits:
+            shown = sum(duration for duration, _ in track.edits)
+            if abs(shown - track.tkhd) > tol:
+                defects.append(
+                    f"{label}: the edit list plays {shown:.3f}s, tkhd declares {track.tkhd:.3f}s"
+                )
+    if ends:
+        longest = max(ends)
+        if abs(moov.movie - longest) > max(frames) + TIME_TOL:
+            defects.append(
+                f"the container declares {moov.movie:.3f}s (mvhd), its streams last {longest:.3f}s"
+            )
+    return defects
+
+
+def audio_packets(path: str | Path) -> tuple[tuple[Packet, ...], ...]:
+    """Each audio track's packets as `scan` lists them, demuxed only (nothing decoded)."""
+    with av.open(str(path)) as container:
+        streams = list(container.streams.audio)
+        tracks: list[list[Packet]] = [[] for _ in streams]
+        for packet in container.demux(*streams) if streams else ():
+            if packet.size and packet.pts is not None and not packet.is_discard:
+                t = float(packet.pts * packet.time_base)
+                end = t + float((packet.duration or 0) * packet.time_base)
+                digest = hashlib.md5(bytes(packet)).hexdigest()
+                tracks[streams.index(packet.stream)].append(Packet(t, end, digest))
+    return tuple(tuple(sorted(track, key=lambda p: p.time)) for track in tracks)
+
+
+def packet_media(path: str | Path) -> Media:
+    """What `scan` says about a file's timing, from its packets alone (nothing decoded):
+    each video packet stands for the frame it holds, in presentation order."""
+    with av.open(str(path)) as container:
+        if not container.streams.video:
+            raise ValueError("no video stream")
+        v = container.streams.video[0]
+        shown: list[tuple[float, float]] = []
+        for packet in container.demux(v):
+            if packet.size and packet.pts is not None:
+                t = float(packet.pts * packet.time_base)
+                shown.append((t, t + float((packet.duration or 0) * packet.time_base)))
+        codec_tag = str(v.codec_tag)
+    shown.sort()
+    frames = tuple(
+        Frame(t, shown[i + 1][0] if i + 1 < len(shown) else end, "", False)
+        for i, (t, end) in enumerate(shown)
+    )
+    audio = audio_packets(path)
+    stored_end = max((end for _, end in shown), default=0.0)
+    return Media(frames, frozenset(), audio, (), codec_tag, 0.0, stored_end)
+
+
+def contiguous(track: tuple[Packet, ...]) -> bool:
+    """Whether each packet starts where the one before it ends (within TIME_TOL)."""
+    return all(abs(q.time - p.end) <= TIME_TOL for p, q in itertools.pairwise(track))
+
+
+def cheap_defects(source: str | Path, clip_path: str | Path, start: float) -> list[str]:
+    """The checks that decode nothing: the clip's declared durations against its streams,
+    and each audio track one contiguous run of the source's packets (`start`: the clip's
+    reported start). For the fuzzer, whose sources are hostile: the audio is compared only
+    with a source track the demuxer reads in order as one contiguous run of distinct packets
+    (a mutated table can make a file whose own reading is ambiguous: there is nothing to be
+    right about)."""
+    try:
+        clip = packet_media(clip_path)
+    except Exception as error:  # the engine's read-back passed it: worth a failure here
+        return [f"clip unreadable: {type(error).__name__}: {error}"]
+    defects = declared_duration_defects(clip_path, clip)
+    try:
+        source_audio = audio_packets(source)
+    except Exception:
+        return defects
+    for n, packets in enumerate(clip.audio):
+        track = next(
+            (s for s in source_audio if {p.digest for p in packets[:3]} & {p.digest for p in s}),
+            None,
+        )
+        if track is None or not contiguous(track):
+            continue
+        if len({p.digest for p in track}) != len(track):
+            continue
+        gap = _audio_run_defect(packets, track, start)
+        if gap:
+            defects.append(f"clip audio track {n}: {gap}")
+    return defects
+
+
+@dataclass(frozen=True)
 class Verdict:
     right: bool
     why: tuple[str, ...] = ()
@@ -187,6 +437,49 @@ def _where(source: Media, digest: str) -> str:
 def _audio_frame(packets: tuple[Packet, ...]) -> float:
     durations = [p.end - p.time for p in packets if p.end > p.time]
     return statistics.median(durations) if durations else 0.025
+
+
+def _source_track(source: Media, packets: tuple[Packet, ...]) -> tuple[Packet, ...] | None:
+    """The source audio track a clip track's first packets come from."""
+    digests = {p.digest for p in packets[:3]}
+    return next((s for s in source.audio if digests & {p.digest for p in s}), None)
+
+
+def _audio_run_defect(packets: tuple[Packet, ...], source: tuple[Packet, ...], shift: float) -> str:
+    """Why the clip's audio packets are not one contiguous run of the source's ("" if they are).
+
+    Stream copy carries each packet byte for byte with its duration: a run with a packet
+    missing, repeated or reordered, or a duration changed (a gap stretched over), is not what
+    the source plays, even when every packet is in sync on its own.
+    """
+    if not packets:
+        return ""
+    first = [i for i, p in enumerate(source) if p.digest == packets[0].digest]
+    if not first:
+        return ""  # the foreign-packet check says it
+    i0 = min(first, key=lambda i: abs(source[i].time - (packets[0].time + shift)))
+    run = source[i0 : i0 + len(packets)]
+    for k, p in enumerate(packets):
+        if k >= len(run) or run[k].digest != p.digest:
+            later = [i for i, s in enumerate(source) if s.digest == packets[-1].digest]
+            span = (max(later) - i0 + 1) if later else len(run)
+            what = (
+                f"{len(packets)} packets where the source has {span} over that span"
+                if span != len(packets)
+                else "packets out of the source's order"
+            )
+            at = source[i0 + k].time if i0 + k < len(source) else source[-1].end
+            return f"not the source's contiguous run: {what} (first difference at {at:.3f}s)"
+        want = run[k].end - run[k].time
+        got = p.end - p.time
+        # the last packet's duration may be trimmed by the muxer's final stts entry only
+        # when the source's is unknown (0); otherwise it is carried as it is
+        if abs(got - want) > DURATION_TOL and not (k == len(packets) - 1 and want == 0):
+            return (
+                f"packet at {p.time:.3f}s lasts {got * 1000:.1f} ms, the source's "
+                f"{want * 1000:.1f} ms"
+            )
+    return ""
 
 
 def _dropped_audio(info: Any) -> int:
@@ -303,11 +596,7 @@ def judge(
             continue
         if clip.audio_decoded[n] == 0:
             why.add(f"clip audio track {n} does not decode")
-        digests = {p.digest for p in packets[:3]}
-        src_track = next(
-            (s for s in source.audio if digests & {p.digest for p in s}),
-            None,
-        )
+        src_track = _source_track(source, packets)
         if src_track is None:
             why.add(f"clip audio track {n} holds no packet of the source's audio")
             continue
@@ -348,7 +637,19 @@ def judge(
     if has_source_audio and not any(clip.audio):
         why.add("clip has no audio; the source has audio over the clip's span")
 
-    # 5. the info describes this file; what a player needs: the rotation and the codec tag
+    # 5. per audio track, one contiguous run of the source's packets, their own durations
+    for n, packets in enumerate(clip.audio):
+        src_track = _source_track(source, packets)
+        if src_track is not None:
+            gap = _audio_run_defect(packets, src_track, shift)
+            if gap:
+                why.add(f"clip audio track {n}: {gap}")
+
+    # 6. the duration the container declares is its streams' (mvhd, tkhd, mdhd, elst)
+    for defect in declared_duration_defects(clip_path, clip):
+        why.add(defect)
+
+    # 7. the info describes this file; what a player needs: the rotation and the codec tag
     if int(info.size) != Path(clip_path).stat().st_size:
         why.add(f"reported size {info.size}, the file has {Path(clip_path).stat().st_size} bytes")
     if abs(clip.rotation - source.rotation) > 0.5:

@@ -9,6 +9,7 @@ libvpx-vp9, aac, libopus, libmp3lame.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -19,9 +20,19 @@ from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
 
-from tests.corpus.relayout import relayout
+import av
+
+from tests.corpus.relayout import relayout, step_back_tfdt
 
 GENERATOR_VERSION = 1
+# GStreamer re-muxes an ffmpeg-made file's H.264 and AAC (no encoder needed): qtdemux, the
+# parsers, then the muxer under test (plugins-good: qtdemux, mp4mux, qtmux, aacparse;
+# plugins-bad: h264parse).
+MP4_MUXER = "mp4-muxer@5.2.2"  # npm: the muxer of browser (WebCodecs) recording pipelines
+GST_REMUX = (
+    "filesrc location={base} ! qtdemux name=d  d.video_0 ! queue ! h264parse ! {mux} name=m "
+    "! filesink location={out}  d.audio_0 ! queue ! aacparse ! m."
+)
 FPS = 25
 GOP_S = 2.0
 SECONDS = 12
@@ -71,6 +82,8 @@ class Recipe:
     relayout: dict[str, object] = field(default_factory=dict)  # relayout() keywords
     suffix: str = ".mp4"
     malformed: str = ""  # why this file is broken as ffmpeg writes it (else it decodes cleanly)
+    gst: str = ""  # a gst-launch-1.0 pipeline muxing {base}'s streams into {out}
+    browser: dict[str, object] = field(default_factory=dict)  # mp4-muxer (npm) options
 
     def key(self) -> str:
         """Hash of everything that determines the file (including its base's)."""
@@ -433,6 +446,80 @@ _LIST = [
         "-movflags",
         "dash+skip_trailer",
     ),
+    # fragment layouts other pipelines write
+    _r(
+        "frag_every_frame",
+        "-movflags frag_every_frame+empty_moov: a moof per video frame (small fragments), mfra",
+        *BASE,
+        "-movflags",
+        "frag_every_frame+empty_moov",
+    ),
+    _r(
+        "frag_keyframe_1s",
+        "frag_keyframe+empty_moov, 1 s fragments not aligned on keyframes (both tracks per moof)",
+        *_video(16),
+        *_audio(16),
+        *X264,
+        *AAC,
+        "-movflags",
+        "frag_keyframe+empty_moov",
+        "-frag_duration",
+        "1000000",
+    ),
+    Recipe(
+        "frag_audio_tfdt_back",
+        "frag_keyframe_1s with each audio fragment's tfdt 5 ms before the previous one ends",
+        base="frag_keyframe_1s",
+        relayout={"step_back_ms": 5.0},
+    ),
+    # other muxers: GStreamer (Debian's gstreamer1.0-plugins-good), re-muxing x264 + AAC
+    Recipe(
+        "gst_mp4mux",
+        "GStreamer mp4mux (moov at the end)",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace("{mux}", "mp4mux"),
+    ),
+    Recipe(
+        "gst_mp4mux_fragmented",
+        "GStreamer mp4mux fragment-duration=1000: a moof per track per second, the audio's "
+        "first, and an mfra",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace("{mux}", "mp4mux fragment-duration=1000"),
+    ),
+    Recipe(
+        "gst_qtmux_robust",
+        "GStreamer qtmux robust muxing (room for 1 h, reserved-moov-update-period): the moov "
+        "near the start, behind 3.9 MB of free space, more after it",
+        base="h264_aac_moov_at_end",
+        gst=GST_REMUX.replace(
+            "{mux}",
+            "qtmux reserved-max-duration=3600000000000 reserved-moov-update-period=1000000000",
+        ),
+        suffix=".mov",
+    ),
+    # a browser's muxer: mp4-muxer (npm), as WebCodecs recording pipelines use it, re-muxing
+    # H.264 without B-frames (what WebCodecs and hardware encoders emit) and AAC
+    _r(
+        "h264_aac_no_bframes",
+        "x264 without B-frames (as WebCodecs and hardware encoders write) + AAC",
+        *_video(),
+        *_audio(),
+        *X264[:-1],
+        X264[-1] + ":bframes=0",
+        *AAC,
+    ),
+    Recipe(
+        "browser_mp4_muxer",
+        "mp4-muxer (npm) fastStart in-memory: a browser recording's MP4, moov first",
+        base="h264_aac_no_bframes",
+        browser={"package": MP4_MUXER, "fastStart": "in-memory"},
+    ),
+    Recipe(
+        "browser_mp4_muxer_fragmented",
+        "mp4-muxer (npm) fastStart fragmented, 1 s fragments: a browser's streamed recording",
+        base="h264_aac_no_bframes",
+        browser={"package": MP4_MUXER, "fastStart": "fragmented", "minFragmentDuration": 1.0},
+    ),
     # re-laid out by tests/corpus/relayout.py (MP4Box-style layouts)
     Recipe(
         "interleave_500ms_stco",
@@ -506,7 +593,25 @@ def build(kind: str, directory: Path | None = None) -> Path:
     base = build(recipe.base, directory) if recipe.base else None
     if recipe.relayout:
         assert base is not None
-        relayout(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+        if "step_back_ms" in recipe.relayout:
+            step_back_tfdt(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+        else:
+            relayout(base, tmp, **recipe.relayout)  # type: ignore[arg-type]
+    elif recipe.browser:
+        assert base is not None
+        _browser_mux(base, tmp, recipe.browser, directory)
+    elif recipe.gst:
+        assert base is not None
+        exe = shutil.which("gst-launch-1.0")
+        if exe is None:
+            raise RuntimeError("the corpus needs GStreamer (Debian: gstreamer1.0-tools)")
+        pipeline = recipe.gst.replace("{base}", str(base)).replace("{out}", str(tmp))
+        done = subprocess.run(
+            [exe, "-q", *pipeline.split()], check=False, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0 or not tmp.exists():
+            tmp.unlink(missing_ok=True)
+            raise RuntimeError(f"gst-launch-1.0 failed for {kind}: {done.stderr[-2000:]}")
     else:
         args = [a.replace("{base}", str(base)) if base else a for a in recipe.args]
         cmd = [shutil.which("ffmpeg") or "ffmpeg", "-nostdin", "-v", "error", "-y", *args]
@@ -522,12 +627,88 @@ def build(kind: str, directory: Path | None = None) -> Path:
     return out
 
 
+def _browser_mux(base: Path, out: Path, options: dict[str, object], directory: Path) -> None:
+    """Hand `base`'s packets to mp4-muxer as a WebCodecs pipeline would (microsecond times,
+    avcC and AudioSpecificConfig as decoder descriptions); node writes `out`."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        raise RuntimeError("the corpus needs Node.js and npm (Debian: nodejs, npm)")
+    modules = directory / "npm" / "node_modules"
+    package = str(options["package"])
+    if not (modules / package.rsplit("@", 1)[0] / "package.json").exists():
+        subprocess.run(
+            [npm, "install", "--prefix", str(modules.parent), "--no-audit", "--no-fund", package],
+            check=True,
+            capture_output=True,
+            timeout=300,
+        )
+    manifest = out.with_suffix(".json")
+    blob = bytearray()
+    packets = []
+    with av.open(str(base)) as container:
+        v, a = container.streams.video[0], container.streams.audio[0]
+        extra = bytes(v.codec_context.extradata or b"")
+        for packet in sorted(
+            (p for p in container.demux(v, a) if p.size and p.pts is not None),
+            key=lambda p: float(p.dts * p.time_base),
+        ):
+            if packet.pts < 0 or packet.is_discard:
+                continue  # AAC priming an edit list hides: a WebCodecs encoder does not emit it
+            data = bytes(packet)
+            tb = float(packet.time_base)
+            packets.append(
+                {
+                    "track": "v" if packet.stream is v else "a",
+                    "offset": len(blob),
+                    "size": len(data),
+                    "time": packet.pts * tb * 1e6,
+                    "duration": (packet.duration or 0) * tb * 1e6,
+                    "key": bool(packet.is_keyframe),
+                }
+            )
+            blob += data
+        description = {
+            "video": {
+                "codec": "avc1." + extra[1:4].hex(),
+                "width": v.codec_context.width,
+                "height": v.codec_context.height,
+                "fps": FPS,
+                "description": base64.b64encode(extra).decode(),
+            },
+            "audio": {
+                "sampleRate": a.codec_context.sample_rate,
+                "channels": a.codec_context.channels,
+                "description": base64.b64encode(bytes(a.codec_context.extradata or b"")).decode(),
+            },
+        }
+    options = {k: v for k, v in options.items() if k != "package"}
+    manifest.write_text(json.dumps({**description, **options, "packets": packets}))
+    manifest.with_suffix(".bin").write_bytes(bytes(blob))
+    script = Path(__file__).with_name("browser_mux.mjs")
+    try:
+        subprocess.run(
+            [node, str(script), str(modules), str(manifest), str(out)],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+    finally:
+        manifest.unlink(missing_ok=True)
+        manifest.with_suffix(".bin").unlink(missing_ok=True)
+
+
 def command(kind: str) -> str:
     """The ffmpeg command line of a recipe, for reproducing a failure by hand."""
     recipe = RECIPES[kind]
     if recipe.relayout:
         opts = " ".join(f"{k}={v}" for k, v in recipe.relayout.items())
         return f"relayout({recipe.base}.mp4, {opts})  # tests/corpus/relayout.py"
+    if recipe.browser:
+        opts = " ".join(f"{k}={v}" for k, v in recipe.browser.items())
+        return f"node tests/corpus/browser_mux.mjs  # {recipe.base}.mp4's packets, {opts}"
+    if recipe.gst:
+        pipeline = recipe.gst.replace("{base}", f"{recipe.base}.mp4").replace("{out}", "out.mp4")
+        return f"gst-launch-1.0 {pipeline}"
     args = " ".join(
         f"'{a}'" if any(c in a for c in " ()*;'\\") else a
         for a in (x.replace("{base}", f"{recipe.base}.mp4") for x in recipe.args)

@@ -253,6 +253,59 @@ def relayout(
     return dst
 
 
+def step_back_tfdt(src: Path, dst: Path, *, step_back_ms: float) -> Path:
+    """Copy a fragmented MP4 with each audio fragment's tfdt `step_back_ms` earlier than the
+    previous one ends (the k-th fragment k steps back), as encoders that trim or re-time audio
+    per segment write it: each join repeats a few ms. Only tfdt values change."""
+    data = bytearray(Path(src).read_bytes())
+    boxes = _top_level(Path(src))
+    moov = next(b for b in boxes if b[0] == b"moov")
+    sound: dict[int, int] = {}  # track id -> media timescale
+    for trak in _parse(bytes(data[moov[1] + moov[2] : moov[1] + moov[3]]), recurse=True):
+        if trak.kind != b"trak":
+            continue
+        tkhd, mdia = trak.child(b"tkhd"), trak.child(b"mdia")
+        assert tkhd is not None
+        assert mdia is not None
+        hdlr, mdhd = mdia.child(b"hdlr"), mdia.child(b"mdhd")
+        assert hdlr is not None
+        assert mdhd is not None
+        if hdlr.payload[8:12] != b"soun":
+            continue
+        track_id = struct.unpack_from(">I", tkhd.payload, 20 if tkhd.payload[0] == 1 else 12)[0]
+        at = 20 if mdhd.payload[0] == 1 else 12
+        sound[track_id] = struct.unpack_from(">I", mdhd.payload, at)[0]
+    joins = 0
+    for kind, offset, header, size in boxes:
+        if kind != b"moof":
+            continue
+        at, end = offset + header, offset + size
+        while at + 8 <= end:
+            tsize, tkind = struct.unpack_from(">I4s", data, at)
+            if tkind == b"traf":
+                track, tfdt = 0, 0
+                inner = at + 8
+                while inner + 8 <= at + tsize:
+                    isize, ikind = struct.unpack_from(">I4s", data, inner)
+                    if ikind == b"tfhd":
+                        track = struct.unpack_from(">I", data, inner + 12)[0]
+                    elif ikind == b"tfdt":
+                        tfdt = inner
+                    inner += isize
+                if track in sound and tfdt:
+                    step = joins * round(step_back_ms * sound[track] / 1000)
+                    joins += 1
+                    if data[tfdt + 8] == 1:
+                        (t,) = struct.unpack_from(">Q", data, tfdt + 12)
+                        struct.pack_into(">Q", data, tfdt + 12, max(0, t - step))
+                    else:
+                        (t,) = struct.unpack_from(">I", data, tfdt + 12)
+                        struct.pack_into(">I", data, tfdt + 12, max(0, t - step))
+            at += tsize
+    Path(dst).write_bytes(bytes(data))
+    return Path(dst)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("src", type=Path)

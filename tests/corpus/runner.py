@@ -1,8 +1,9 @@
 """Cut every hit of a corpus file in one mode and judge each cut with the oracle.
 
 Modes: `cold` (a fresh source and ClipSource per cut), `sequential` (one ClipSource, the hits
-in order) and `sidecar` (the index written by a cold open, serialised with SourceIndex.dumps,
-loaded into a fresh IndexCache, then a new ClipSource per cut, as another instance would).
+in the order `sequence` gives: out of time order, after a fallback, one hit twice) and
+`sidecar` (the index written by a cold open, serialised with SourceIndex.dumps, loaded into a
+fresh IndexCache, then a new ClipSource per cut, as another instance would).
 A cut ends as `right` (the oracle agrees), `wrong` (the oracle does not), `fallback`
 (ClipUnavailable, with its reason) or `crash` (any other exception).
 """
@@ -50,6 +51,19 @@ HITS = (
 )
 CUT_DEADLINE_S = 60.0  # a 12 s source cuts in well under a second
 SWEEP = tuple(f"sweep_{i:02d}" for i in range(9))  # CLIPSEARCH_CORPUS=full: every 1.3 s
+
+
+# Sequential mode cuts in the order the function does, the search's ranking, not time: later
+# hits first, a hit after a fallback (past_end), then the rest, and one hit again at the end.
+SEQUENCE_FIRST = ("end", "middle", "start", "past_end")
+REPEATED = "middle"
+
+
+def sequence(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The order sequential mode cuts `names` in: out of time order, with a repeat."""
+    first = tuple(n for n in SEQUENCE_FIRST if n in names)
+    rest = tuple(n for n in names if n not in first)
+    return first + rest + ((REPEATED,) if REPEATED in names else ())
 
 
 def full_run() -> bool:
@@ -280,15 +294,27 @@ def run(kind: str, mode: str, hit_names: tuple[str, ...], workdir: Path) -> dict
     elif mode == "sequential":
         opened: list[ClipSource] = []
         try:
-            for name in hit_names:
+            for name in sequence(hit_names):
                 hit, out = hits[name], out_for(hits[name])
+                again = name in outcomes
+                if again:
+                    out = out.with_name(f"{out.stem}-again{out.suffix}")
 
                 def sequential(hit: Hit = hit, out: Path = out) -> object:
                     if not opened:
                         opened.append(ClipSource(FileRangeSource(path)))
                     return opened[0].cut(hit.start, hit.end, out, exact=hit.exact)
 
-                outcomes[name] = _judge(kind, mode, hit, media, out, sequential)
+                outcome = _judge(kind, mode, hit, media, out, sequential)
+                if not again:
+                    outcomes[name] = outcome
+                elif outcome.status != outcomes[name].status:
+                    # a repeat must end as the first cut did: keep the worse, and say so
+                    worse = outcome if outcomes[name].status == "right" else outcomes[name]
+                    outcomes[name] = dataclasses.replace(
+                        worse,
+                        detail=f"the same hit cut again ended {outcome.status}: {outcome.detail}",
+                    )
         finally:
             for clips in opened:
                 clips.close()

@@ -16,7 +16,15 @@ import pytest
 
 from clipsearch.clipping import ClipInfo, ClipReason, ClipUnavailable
 from tests.corpus import runner
-from tests.corpus.oracle import Media, Verdict, judge, scan
+from tests.corpus.oracle import (
+    Media,
+    Verdict,
+    cheap_defects,
+    declared,
+    declared_duration_defects,
+    judge,
+    scan,
+)
 from tests.corpus.recipes import build
 
 KEY = 4.0  # a keyframe of the corpus files (2 s GOPs)
@@ -195,6 +203,102 @@ def test_a_lost_rotation_is_wrong(tmp_path: Path) -> None:
     clip = _copy(source, tmp_path / "upright.mp4", KEY, "-c", "copy", "-metadata:s:v:0", "rotate=0")
     why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
     assert "rotation" in why
+
+
+def test_dropped_audio_packets_are_wrong(
+    source: Path, media: Media, right_clip: Path, tmp_path: Path
+) -> None:
+    """One AAC packet in three dropped; the muxer stretches the packet before each gap over it
+    (stts from decode-time steps), so every packet is in sync and the clip still decodes."""
+    clip = _copy(source, tmp_path / "holes.mp4", KEY, "-c", "copy", "-bsf:a", _DROP_EVERY_THIRD)
+    assert len(scan(clip).audio[0]) < 0.7 * len(scan(right_clip).audio[0])
+    why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
+    assert "not the source's contiguous run" in why or "lasts" in why
+
+
+_DROP_EVERY_THIRD = "noise=drop=eq(mod(n\\,3)\\,1)"
+
+
+def test_a_stretched_audio_packet_is_wrong(source: Path, media: Media, tmp_path: Path) -> None:
+    """The same packets, one of them lasting twice as long: every later one a packet late,
+    within the sync tolerance of one audio frame, so only the durations tell."""
+    clip = _copy(
+        source, tmp_path / "stretched.mp4", KEY, "-c", "copy",
+        "-bsf:a", "setts=ts=if(gt(N\\,20)\\,TS+DURATION\\,TS)",
+    )  # fmt: skip
+    why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
+    assert "lasts" in why
+
+
+def _patch_movie_duration(path: Path, seconds: float) -> None:
+    """Rewrite mvhd's duration (version 0) in place: what a player shows as the length."""
+    data = bytearray(path.read_bytes())
+    at = data.index(b"mvhd") - 4
+    timescale = int.from_bytes(data[at + 20 : at + 24], "big")
+    data[at + 24 : at + 28] = round(seconds * timescale).to_bytes(4, "big")
+    path.write_bytes(bytes(data))
+
+
+def test_a_clip_that_declares_the_wrong_duration_is_wrong(
+    media: Media, right_clip: Path, tmp_path: Path
+) -> None:
+    """Streams of 8 s in a container that says 15.9 s: decodes cleanly, a player shows a
+    timeline twice as long (the defect of later cuts on one open fragmented source)."""
+    clip = tmp_path / "long.mp4"
+    clip.write_bytes(right_clip.read_bytes())
+    _patch_movie_duration(clip, 15.87)
+    assert declared(clip).movie == pytest.approx(15.87, abs=1e-3)
+    info = _info(clip, KEY, (KEY, KEY + 2))
+    why = _why(judge(media, clip, info, requested=(KEY, KEY + 2)))
+    assert "the container declares 15.870s (mvhd)" in why
+    assert declared_duration_defects(right_clip, scan(right_clip)) == []
+
+
+def test_a_track_that_declares_the_wrong_duration_is_wrong(
+    media: Media, right_clip: Path, tmp_path: Path
+) -> None:
+    """The audio trak's tkhd (and mdhd) claiming seconds more than its packets hold."""
+    clip = tmp_path / "long-audio.mp4"
+    data = bytearray(right_clip.read_bytes())
+    traks = [i - 4 for i in range(len(data)) if data[i : i + 4] == b"tkhd"]
+    at = traks[-1]  # the second trak: the audio
+    timescale = int.from_bytes(data[data.index(b"mvhd") + 16 : data.index(b"mvhd") + 20], "big")
+    data[at + 28 : at + 32] = (15 * timescale).to_bytes(4, "big")
+    clip.write_bytes(bytes(data))
+    why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
+    assert "track 2 (audio): tkhd declares 15.000s" in why
+
+
+def test_audio_that_starts_late_is_wrong(source: Path, media: Media, tmp_path: Path) -> None:
+    """The audio fragment before the video's missing: audio from 0.9 s, in sync from there."""
+    clip = _copy(
+        source, tmp_path / "audio-late.mp4", KEY, "-c", "copy",
+        "-bsf:a", "noise=drop=lt(pts*tb\\,0.9)",
+    )  # fmt: skip
+    assert scan(clip).audio[0][0].time > 0.9
+    why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
+    assert "audio track 0 starts at 0.9" in why
+
+
+def test_the_fuzzers_cheap_checks_pass_a_right_clip_and_catch_these_defects(
+    source: Path, right_clip: Path, tmp_path: Path
+) -> None:
+    """What the fuzz worker runs on a sample of its clips (no decode of the source)."""
+    assert cheap_defects(source, right_clip, KEY) == []
+    holes = _copy(source, tmp_path / "holes.mp4", KEY, "-c", "copy", "-bsf:a", _DROP_EVERY_THIRD)
+    assert "clip audio track 0: " in " ".join(cheap_defects(source, holes, KEY))
+    long = tmp_path / "long.mp4"
+    long.write_bytes(right_clip.read_bytes())
+    _patch_movie_duration(long, 15.87)
+    assert "(mvhd)" in " ".join(cheap_defects(source, long, KEY))
+
+
+def test_sequential_mode_cuts_out_of_time_order_after_a_fallback_and_repeats() -> None:
+    order = runner.sequence(runner.hit_names())
+    assert order[: len(runner.SEQUENCE_FIRST)] == runner.SEQUENCE_FIRST  # end before start
+    assert order.index("past_end") + 1 < len(order)  # cuts follow a fallback
+    assert order.count(runner.REPEATED) == 2
+    assert sorted(set(order)) == sorted(runner.hit_names())
 
 
 def test_the_runner_tells_crash_fallback_and_hang_apart(

@@ -102,6 +102,11 @@ FRAGMENTED = {
     "cmaf": (True, 0),  # ffmpeg 5.1: keyframe fragments, mfra, no sidx
     "dash_mfra": (True, None),
     "dash_skip_trailer": (False, None),
+    "frag_every_frame": (True, 0),
+    "frag_keyframe_1s": (True, 0),
+    "frag_audio_tfdt_back": (True, 0),
+    "gst_mp4mux_fragmented": (True, 0),
+    "browser_mp4_muxer_fragmented": (True, 0),
 }
 
 
@@ -130,6 +135,30 @@ def test_the_file_is_what_its_kind_says(kind: str) -> None:
     if kind.startswith("frag_separate_moof_1s"):
         media = scan(path)
         assert top.count("moof") > 2 * len({round(t) for t in media.sync_times})
+    if kind == "frag_every_frame":
+        assert top.count("moof") >= len(scan(path).frames)
+    if kind == "frag_keyframe_1s":
+        media = scan(path)
+        assert top.count("moof") > len({round(t) for t in media.sync_times})
+    if kind == "frag_audio_tfdt_back":
+        overlaps = _audio_overlaps(path)
+        assert len(overlaps) > 5
+        assert all(0.004 < o < 0.006 for o in overlaps), overlaps
+    if kind == "gst_mp4mux_fragmented":
+        order = _moof_tracks(path)
+        assert order[:2] == [2, 1], order  # the audio's moof first, one track per moof
+        assert all(len(set(pair)) == 2 for pair in zip(order[::2], order[1::2], strict=False))
+    if kind == "gst_qtmux_robust":
+        assert top[: top.index("moov")] == ["ftyp", "free", "free"], top
+        assert "free" in top[top.index("moov") : top.index("mdat")], top
+    if kind == "h264_aac_no_bframes":
+        assert _reorder_depth(path) == 0
+    if kind == "browser_mp4_muxer":
+        assert top == ["ftyp", "moov", "mdat"], top
+    if kind.startswith("browser_mp4_muxer"):
+        assert _reorder_depth(path) == 0
+    if kind == "gst_mp4mux":
+        assert top.index("moov") > top.index("mdat")
     expected_codecs = {
         "hevc_hvc1": ["hevc", "aac"],
         "hevc_hev1": ["hevc", "aac"],
@@ -206,6 +235,37 @@ def test_the_file_is_what_its_kind_says(kind: str) -> None:
         assert top.index("moov") > top.index("mdat")
     if kind.endswith("faststart") or kind in ("interleave_500ms_stco", "interleave_1s_co64"):
         assert top.index("moov") < top.index("mdat")
+
+
+def _audio_overlaps(path: Path) -> list[float]:
+    """Seconds by which an audio packet starts before the previous one ends (decode times)."""
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        packets = [
+            (int(p.dts), int(p.duration or 0)) for p in c.demux(a) if p.size and p.dts is not None
+        ]
+        assert a.time_base is not None
+        tb = float(a.time_base)
+    return [
+        round((d0 + n0 - d1) * tb, 6)
+        for (d0, n0), (d1, _) in itertools.pairwise(packets)
+        if d1 < d0 + n0
+    ]
+
+
+def _moof_tracks(path: Path) -> list[int]:
+    """The track id of each moof's (first) traf, in file order."""
+    out = []
+    with path.open("rb") as f:
+        for kind, offset, head, size in _top_level(path):
+            if kind != b"moof":
+                continue
+            f.seek(offset + head)
+            moof = _parse(f.read(size - head), recurse=False)
+            traf = next(b for b in moof if b.kind == b"traf")
+            tfhd = next(b for b in _parse(traf.payload, recurse=False) if b.kind == b"tfhd")
+            out.append(struct.unpack_from(">I", tfhd.payload, 4)[0])
+    return out
 
 
 def _leading_pictures(path: Path) -> int:

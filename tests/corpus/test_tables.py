@@ -64,8 +64,9 @@ def test_every_kind_with_a_moov_is_cut_from_tables_or_named() -> None:
 
 
 def _diff_kinds() -> list[str]:
-    kinds = [k for k in KINDS if k not in WHOLE_MOOV and not k.startswith(("frag", "cmaf"))]
-    return [k for k in kinds if not k.startswith("dash") and k != "audio_only"]
+    # fragmented kinds by name (their files are not built to collect the tests)
+    fragmented = [k for k in KINDS if "frag" in k or k.startswith(("cmaf", "dash"))]
+    return [k for k in KINDS if k not in (*WHOLE_MOOV, *fragmented, "audio_only")]
 
 
 @pytest.mark.parametrize("kind", _diff_kinds())

@@ -25,6 +25,7 @@ class Case:
     path: str
     cuts: tuple[tuple[float, float, bool], ...]
     label: str = ""
+    judge: bool = False  # run the oracle's cheap checks on each clip the case makes
 
 
 @dataclass
@@ -60,7 +61,8 @@ class _Worker:
         self.case = case
         self.started = time.monotonic()
         self.proc.stdin.write(
-            json.dumps({"id": case.id, "path": case.path, "cuts": case.cuts}) + "\n"
+            json.dumps({"id": case.id, "path": case.path, "cuts": case.cuts, "judge": case.judge})
+            + "\n"
         )
         self.proc.stdin.flush()
 

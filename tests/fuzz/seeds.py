@@ -12,7 +12,7 @@ from pathlib import Path
 
 _SRC = [
     "-f", "lavfi", "-i", "testsrc2=size=96x64:rate=10:duration=4",
-    "-f", "lavfi", "-i", "sine=frequency=440:duration=4:sample_rate=16000",
+    "-f", "lavfi", "-i", "aevalsrc=exprs=0.4*sin(2*PI*(300+30*t)*t):sample_rate=16000:duration=4",
 ]  # fmt: skip
 _H264 = [
     "-c:v",

@@ -4,7 +4,9 @@ Each case mutates one box of one seed (size, type, entry count, a field, offsets
 truncation; see mutate.py), then opens the file and cuts an exact hit at the start, one in
 the middle and one past the end, in a worker process timed from outside. Every outcome must
 be a clip or a clean ClipUnavailable: no other exception, no hang, no dead worker, no local
-path in a message, and the worker's peak RSS under 300 MB.
+path in a message, and the worker's peak RSS under 300 MB. The clips of every tenth case
+(CLIPSEARCH_FUZZ_JUDGE_EVERY) must also pass the oracle's cheap checks: declared durations
+within a frame of the streams, audio one contiguous run of the source's packets.
 
 `make test` runs CLIPSEARCH_FUZZ_CASES (default 2000, under a minute here); the figures in
 docs/clip-engine.md come from a longer run:
@@ -28,6 +30,8 @@ from tests.fuzz.seeds import make_seeds
 CASES = int(os.environ.get("CLIPSEARCH_FUZZ_CASES", "2000"))
 SEED = int(os.environ.get("CLIPSEARCH_FUZZ_SEED", "20261202"))
 WORKERS = int(os.environ.get("CLIPSEARCH_FUZZ_WORKERS", "2"))
+JUDGE_EVERY = int(os.environ.get("CLIPSEARCH_FUZZ_JUDGE_EVERY", "10"))  # cases whose clips
+# also pass the oracle's cheap checks (durations declared vs held, audio continuity)
 CASE_TIMEOUT_S = 30.0
 PEAK_RSS_KB = 300 * 1024
 CUTS = ((0.0, 1.0, True), (1.4, 2.6, False), (9.0, 10.0, False))
@@ -58,7 +62,8 @@ def test_mutated_mp4s_end_in_a_clip_or_a_clean_fallback(fuzz_seeds, tmp_path):
             path = tmp_path / f"case-{i % BATCH}.mp4"
             path.write_bytes(data)
             digest = hashlib.sha256(data).hexdigest()[:12]
-            cases.append(Case(i, str(path), CUTS, f"#{i} {name}: {what} ({digest})"))
+            label = f"#{i} {name}: {what} ({digest})"
+            cases.append(Case(i, str(path), CUTS, label, judge=i % JUDGE_EVERY == 0))
         for result in run_cases(cases, workers=WORKERS, timeout=CASE_TIMEOUT_S):
             tally["cases"] += 1
             peak_kb = max(peak_kb, result.rss_kb)
@@ -69,6 +74,7 @@ def test_mutated_mp4s_end_in_a_clip_or_a_clean_fallback(fuzz_seeds, tmp_path):
             for outcome in result.outcomes:
                 kind, _, detail = outcome.partition(":")
                 tally[kind] += 1
+                tally["judged"] += detail == "judged"
                 if kind == "fallback":
                     reason, _, message = detail.partition("|")
                     reasons[reason] += 1
@@ -80,12 +86,14 @@ def test_mutated_mp4s_end_in_a_clip_or_a_clean_fallback(fuzz_seeds, tmp_path):
                 failures.append(f"peak RSS {result.rss_kb // 1024} MB: {result.case.label}")
         done += len(cases)
     summary = (
-        f"fuzz seed {SEED}: {tally['cases']} cases, {tally['ok']} clips, "
+        f"fuzz seed {SEED}: {tally['cases']} cases, {tally['ok']} clips "
+        f"({tally['judged']} judged by the oracle's cheap checks, {tally['wrong']} wrong), "
         f"{tally['fallback']} clean fallbacks {dict(reasons.most_common())}, "
         f"{len(failures)} failures, {tally['hang']} hangs, {tally['crash']} crashes, "
         f"peak RSS {peak_kb / 1024:.0f} MB; engine_error by cause {dict(engine_errors)}"
     )
     print(summary)
     assert tally["cases"] == CASES
+    assert tally["judged"] > 0 or CASES < JUDGE_EVERY, "no clip was judged"
     assert not failures, summary + "\n" + "\n".join(failures[:40])
     assert peak_kb <= PEAK_RSS_KB

@@ -14,14 +14,20 @@ import time
 from pathlib import Path
 
 from clipsearch.clipping import ClipSource, ClipUnavailable, FileRangeSource, poster_frame
+from tests.corpus.oracle import cheap_defects
 
 ADDRESS_SPACE_LIMIT = 4 * 1024**3  # a runaway allocation fails here instead of swapping
 CASE_DEADLINE_S = 20.0
 RESTART_RSS_KB = 160 * 1024
 
 
-def run_case(path: str, cuts: list[list[float]], workdir: Path) -> list[str]:
-    """Open the file and cut each (start, end, exact): 'ok', 'fallback:<reason>' or other."""
+def run_case(path: str, cuts: list[list[float]], workdir: Path, judge: bool = False) -> list[str]:
+    """Open the file and cut each (start, end, exact): 'ok', 'fallback:<reason>' or other.
+
+    `judge`: each clip also passes the oracle's cheap checks (`tests.corpus.oracle`): its
+    declared durations agree with its streams, its audio is one contiguous run of the
+    source's packets. 'ok:judged' if so, 'wrong:<why>' if not.
+    """
     outcomes: list[str] = []
     deadline = time.monotonic() + CASE_DEADLINE_S
     try:
@@ -31,7 +37,11 @@ def run_case(path: str, cuts: list[list[float]], workdir: Path) -> list[str]:
                 try:
                     info = clips.cut(start, end, out, exact=bool(exact))
                     poster_frame(info.path)
-                    outcomes.append("ok")
+                    defects = cheap_defects(path, out, info.start) if judge else []
+                    if defects:
+                        outcomes.append(f"wrong:{'; '.join(defects)[:300]}")
+                    else:
+                        outcomes.append("ok:judged" if judge else "ok")
                 except ClipUnavailable as error:
                     outcomes.append(_fallback(error, workdir))
                 finally:
@@ -72,7 +82,7 @@ def main() -> None:
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
             case = json.loads(line)
-            outcomes = run_case(case["path"], case["cuts"], workdir)
+            outcomes = run_case(case["path"], case["cuts"], workdir, bool(case.get("judge")))
             rss_kb = peak_rss_kb()
             # The peak is per process: past RESTART_RSS_KB a fresh worker measures the next case.
             leaving = rss_kb > RESTART_RSS_KB

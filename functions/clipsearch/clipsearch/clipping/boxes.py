@@ -69,12 +69,15 @@ def walk(f: SparseFile, *, max_index_bytes: int) -> Layout:
             raise _refuse("too many top-level boxes before the index")
         if f.gaps(pos, pos + 16):
             # Past what we hold. Behind a big mdat, the rest of the file is usually just the
-            # index: fetch it in one request when it is small enough.
+            # index: fetch it in one request when it is small enough. Behind anything else
+            # (the `free` space robust muxers reserve before and after a moov near the start)
+            # the rest is media: read on from the next header only.
             rest = size - pos
-            if moov is None and rest <= max_index_bytes + TAIL_BYTES:
+            behind_mdat = boxes[-1].kind == "mdat"
+            if moov is None and behind_mdat and rest <= max_index_bytes + TAIL_BYTES:
                 f.ensure(pos, size)
             else:
-                f.ensure(pos, pos + HEAD_BYTES)
+                f.ensure(pos, pos + (HEAD_BYTES if moov is None else NEXT_HEADER))
         box = _header(f, pos, size)
         if not boxes and box.kind not in ("ftyp", "styp"):
             raise _refuse(f"first box is {box.kind!r}, not ftyp")
@@ -380,6 +383,12 @@ def _check_header(kind: str, data: bytes, body: int, end: int, file_size: int) -
             _count_fits(kind, count, per, end - body - head)
         elif count > file_size:
             raise _malformed(f"trun declares {count} samples in a {file_size}-byte file")
+        if flags & 0x200:  # sample sizes: together they must fit in the file
+            at = body + head
+            field = 1 if flags & 0x100 else 0
+            records = struct.iter_unpack(f">{per // 4}I", data[at : at + count * per])
+            if sum(record[field] for record in records) > file_size:
+                raise _malformed(f"trun's {count} samples are larger than the file")
 
 
 def check_tables(data: bytes, start: int, end: int, file_size: int, depth: int = 0) -> None:

@@ -13,6 +13,7 @@ Parsers bound what they read (boxes.py), reads have a deadline and a byte budget
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import functools
@@ -51,6 +52,13 @@ from clipsearch.clipping.boxes import (
     walk,
 )
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
+from clipsearch.clipping.fragments import (
+    FragmentSample,
+    TrackDefaults,
+    fragment_samples,
+    samples_span,
+    track_defaults,
+)
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
 from clipsearch.clipping.mux import write_clip
 from clipsearch.clipping.planner import (
@@ -94,6 +102,8 @@ MAX_PACKETS = 200_000  # per cut: 600 s of 120 fps video plus audio, with room
 MAX_VIDEO_GAP_S = 2.0  # a jump in decode time this large inside a clip means a bad seek
 MAX_AUDIO_TRACKS = 8  # carried into a clip; more are named in dropped_tracks
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
+MOOFS_BEHIND = 4  # moofs looked back through for the one holding an audio sample (one per track)
+MAX_RETIME_S = 1.0  # an audio packet's trun time this far from FFmpeg's, or this long: malformed
 # A synthetic index (tables.py) holds the clip's samples and this much more around them: the
 # keyframes a cut may step back to (from recovery points it cannot start at) and, past the
 # plan, room for the closing scan; the audio, a second either side of the video.
@@ -276,6 +286,8 @@ class ClipSource:
         self._max_index_bytes = max_index_bytes
         self._use_tables = use_tables
         self._keep: tuple[tuple[int, bytes], ...] | None = None  # held between cuts
+        self._cut_before = False  # a fragmented source's demuxer holds an earlier cut's index
+        self._sound_moofs: set[int] = set()  # moofs whose samples lie inside their mdat
         self.index_path = "moov"
         try:
             with _as_clip_errors("opening"):
@@ -631,6 +643,23 @@ class ClipSource:
         self._container = _av_open(self._file, (), self._use_mfra, self._fragmented)
         self._take_streams()
 
+    def _fresh_fragment_demuxer(self) -> None:
+        """A fragmented source's second and later cuts get a demuxer of their own.
+
+        FFmpeg adds each fragment it parses to one index and takes a packet's duration from
+        the next entry: after an earlier cut's fragments, the last packet before a fragment
+        it has not read lasts until that later cut (an audio packet of 2 s, a 4 s clip whose
+        container said 5.9 s). A demuxer opened on what the open and this cut hold sees the
+        fragments in order, like a cold cut; it reads nothing more from the source.
+        """
+        if not self._cut_before:
+            self._cut_before = True
+            return
+        with contextlib.suppress(Exception):
+            self._container.close()
+        self._container = _av_open(self._file, (), self._use_mfra, self._fragmented)
+        self._take_streams()
+
     @property
     def _fragmented(self) -> bool:
         return self._layout.kind == "fragmented"
@@ -930,6 +959,7 @@ class ClipSource:
             self._fetch(spans)
             for lo, hi in spans:  # planned reads start at a moof (from tfra or sidx)
                 check_chain(self._file, lo, hi, self._checked_moofs)
+            self._fresh_fragment_demuxer()
             seek_ts = self._keyframe_fragment(start, max_preroll_s)
         elif self._movie is not None:
             seek_ts, spans, last_dts, windows = self._plan_tables(start, end, max_preroll_s)
@@ -944,6 +974,8 @@ class ClipSource:
             v = self._video
         t_fetch = time.perf_counter()
         packets = self._collect(seek_ts, start, end, max_preroll_s, last_dts)
+        if self._fragmented and packets.audio:
+            self._fragment_audio(packets)
         info = self._write(packets, start, end, out_path, exact)
         t_done = time.perf_counter()
         extra_requests, extra_bytes = self._pending
@@ -1023,6 +1055,123 @@ class ClipSource:
             got.audio = []
         return got
 
+    def _fragment_audio(self, got: _Packets) -> None:
+        """A fragmented source's audio: from the keyframe, with the source's own times.
+
+        Each packet takes its decode time and duration from the trun of the moof holding it
+        (`fragments.py`), found by its byte offset: FFmpeg's are inferred and, after a seek,
+        not always the source's. A track whose audio starts later than the keyframe while
+        the source has audio there (a moof per track, the audio's stored before the video's
+        and skipped by the seek) is read again from its own seek, from what the cut holds.
+        """
+        defaults = self._fragment_defaults()
+        for moof in sorted(self._checked_moofs):
+            self._moof_samples(moof, None, defaults)  # every moof the cut holds places its
+            # samples inside its mdat, or the cut is declined
+        kf_time = float(got.video[0].pts * self._video.time_base)
+        real_end = max(float((p.pts + (p.duration or 0)) * p.time_base) for p in got.video)
+        for stream in self._audios:
+            packets = [p for p in got.audio if p.stream is stream]
+            self._retime(packets, defaults)
+            frame = statistics.median([float(p.duration * p.time_base) for p in packets] or [0])
+            first = min((float(p.pts * p.time_base) for p in packets), default=math.inf)
+            entries = stream.index_entries
+            has_earlier = len(entries) and float(entries[0].timestamp * stream.time_base) < first
+            if first > kf_time + max(frame, 0.001) + _EPS and has_earlier:
+                again = self._audio_from_its_own_seek(stream, kf_time, real_end)
+                self._retime(again, defaults)
+                if again and float(again[0].pts * stream.time_base) < first:
+                    got.audio = [p for p in got.audio if p.stream is not stream] + again
+
+    def _fragment_defaults(self) -> dict[int, TrackDefaults]:
+        moov = self.index.box("moov")
+        if moov is None or self._file.gaps(moov.offset, moov.end):
+            return {}
+        return track_defaults(self._file.peek(moov.offset, moov.size))
+
+    def _retime(self, packets: list[Any], defaults: dict[int, TrackDefaults]) -> None:
+        """Give each packet the decode time and duration its moof's trun states."""
+        if not packets or int(packets[0].stream.id) not in defaults:
+            return
+        moofs = sorted(o for o in self._checked_moofs if not self._file.gaps(o, o + 8))
+        parsed: dict[int, dict[int, FragmentSample]] = {}
+        track = int(packets[0].stream.id)
+        found: list[tuple[Any, FragmentSample]] = []
+        for packet in packets:
+            sample = None
+            at = bisect.bisect_left(moofs, packet.pos) if packet.pos is not None else 0
+            for moof in reversed(moofs[max(0, at - MOOFS_BEHIND) : at]):
+                if moof not in parsed:
+                    parsed[moof] = self._moof_samples(moof, track, defaults)
+                sample = parsed[moof].get(int(packet.pos))
+                if sample is not None:
+                    break
+            if sample is not None:
+                found.append((packet, sample))
+        for n, (packet, sample) in enumerate(found):
+            duration = sample.duration
+            if not duration and n + 1 < len(found):  # a trun that left it to the next sample
+                duration = found[n + 1][1].decode_time - sample.decode_time
+            moved = float(abs(sample.decode_time - packet.dts) * packet.time_base)
+            if moved > MAX_RETIME_S or float(duration * packet.time_base) > MAX_RETIME_S:
+                # FFmpeg's guesses are a frame or a fragment's step off, never seconds: such
+                # a trun or tfdt is not a timeline anyone plays
+                raise ClipUnavailable(
+                    ClipReason.MALFORMED_SOURCE,
+                    f"a moof's tfdt/trun put an audio packet {moved:.1f}s from where the "
+                    f"demuxer reads it, lasting {float(duration * packet.time_base):.1f}s",
+                )
+            packet.dts = packet.pts = sample.decode_time
+            if duration > 0:
+                packet.duration = duration
+
+    def _moof_samples(
+        self, moof: int, track: int | None, defaults: dict[int, TrackDefaults]
+    ) -> dict[int, FragmentSample]:
+        """`track`'s samples in the moof at `moof`, once its tfhd and trun are seen to place
+        every sample inside the mdat that follows it (else the demuxer reads other bytes as
+        them, and differently after a seek than from the start)."""
+        size = int.from_bytes(self._file.peek(moof, 4), "big")
+        if self._file.gaps(moof, moof + size + 8):
+            return {}
+        data = self._file.peek(moof, size)
+        mdat = self._file.peek(moof + size, 8)
+        if track is None and moof in self._sound_moofs:
+            return {}
+        if mdat[4:8] == b"mdat":
+            mdat_end = moof + size + int.from_bytes(mdat[:4], "big")
+            first, end = samples_span(data, moof, defaults)
+            if first < moof + size + 8 or end > mdat_end:
+                raise ClipUnavailable(
+                    ClipReason.MALFORMED_SOURCE,
+                    f"a trun places samples outside the mdat after its moof at {moof}",
+                )
+        self._sound_moofs.add(moof)
+        return {} if track is None else fragment_samples(data, moof, track, defaults)
+
+    def _audio_from_its_own_seek(self, stream: Any, since: float, until: float) -> list[Any]:
+        """`stream`'s packets from its own seek to `since`, up to `until` (source seconds)."""
+        tb = stream.time_base
+        others = [s for s in (self._video, *self._audios) if s is not stream]
+        for other in others:
+            other.discard = av.stream.Discard.all
+        out: list[Any] = []
+        seen: set[tuple[int, int]] = set()
+        try:
+            self._container.seek(math.floor(since / tb), stream=stream, backward=True)
+            count = 0
+            for packet in self._container.demux(stream):
+                count = self._tick(count, packet)
+                if not _fresh(packet, {}, seen):
+                    continue
+                if float(packet.pts * tb) >= until:
+                    break
+                out.append(packet)
+        finally:
+            for other in others:
+                other.discard = av.stream.Discard.default
+        return out
+
     def _from_latest_keyframe(self, video: list[Any], target: int) -> list[Any]:
         """Start at the latest decodable keyframe shown at or before `target`.
 
@@ -1086,7 +1235,7 @@ class ClipSource:
         close_dts: int | None = None  # the clip runs on to here to be closed (_closing_dts)
         for packet in self._container.demux(*streams):
             count = self._tick(count, packet)
-            if not _fresh(packet, last_dts_seen):
+            if not _fresh(packet, last_dts_seen, self._seen_at(got, packet)):
                 continue
             if packet.stream is v:
                 if video_done:
@@ -1132,6 +1281,10 @@ class ClipSource:
             self._window_exhausted(video_done, audio_done)
         return got
 
+    def _seen_at(self, got: _Packets, packet: Any) -> set[tuple[int, int]] | None:
+        """A fragmented source's audio is told apart by where it lies, not by its times."""
+        return got.audio_at if self._fragmented and packet.stream is not self._video else None
+
     def _inside_window(self, packet: Any) -> None:
         """A synthetic index's packet from outside the clip's window is not the source's (a
         placeholder) or not planned for: the cut is done again the whole way."""
@@ -1168,6 +1321,11 @@ class ClipSource:
         real_end = max(float((p.pts + (p.duration or 0)) * tb) for p in got.video)
         audio = [p for p in got.audio if kf_time - _EPS <= float(p.pts * p.time_base) < real_end]
         tracks = [a for a in self._audios if any(p.stream is a for p in audio)]
+        if self._fragmented:
+            for track in tracks:
+                _check_audio_run([p for p in audio if p.stream is track])
+        index = [(b.offset, b.size) for b in self._layout.boxes if b.kind in _INDEX_BOXES]
+        _check_no_shared_bytes([*got.video, *audio], index)
         for p in got.video[1:]:
             if p.is_keyframe and self._decodable(p) is False:
                 # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
@@ -1257,11 +1415,24 @@ class ClipSource:
         return self._ctts
 
 
-def _fresh(packet: Any, last_dts_seen: dict[int, int]) -> bool:
-    """A packet with data and times, not one read twice (a fragment re-read after a seek)."""
+def _fresh(
+    packet: Any, last_dts_seen: dict[int, int], seen_at: set[tuple[int, int]] | None = None
+) -> bool:
+    """A packet with data and times, not one read twice (a fragment re-read after a seek).
+
+    `seen_at` (fragmented audio): a repeat is a packet from the same byte offset. Its times
+    may be FFmpeg's guess (`fragments.py`), which can make the next fragment's first packet
+    look like the previous one's repeat.
+    """
     if packet.size == 0 or packet.pts is None or packet.dts is None:
         return False
     index = packet.stream.index
+    if seen_at is not None and packet.pos is not None and packet.pos >= 0:
+        key = (index, int(packet.pos))
+        if key in seen_at:
+            return False
+        seen_at.add(key)
+        return True
     if packet.dts <= last_dts_seen.get(index, -(2**62)):
         return False
     last_dts_seen[index] = packet.dts
@@ -1302,12 +1473,58 @@ def _check_continuous(video: list[Any], tb: Fraction, fragmented: bool) -> None:
         )
 
 
+def _check_audio_run(packets: list[Any]) -> None:
+    """Each audio packet starts where the one before it ends (decode times from the trun).
+
+    A clip is one flat run of samples: where the source's fragments overlap (a tfdt set a
+    few ms before the previous fragment's end) or leave a gap, the muxer would shorten or
+    stretch the packet before the join, and the clip would play the audio other than the
+    source does. Such a source is declined, not cut wrong.
+    """
+    ordered = sorted(packets, key=lambda p: p.dts)
+    for p, q in itertools.pairwise(ordered):
+        step = q.dts - (p.dts + (p.duration or 0))
+        if step:
+            ms = float(abs(step) * p.time_base) * 1000
+            raise ClipUnavailable(
+                ClipReason.UNSUPPORTED_CONTAINER,
+                f"the audio's fragments {'overlap' if step < 0 else 'leave a gap'} by "
+                f"{ms:.1f} ms at {float(q.dts * q.time_base):.3f}s: a clip cannot play them "
+                "as the source does",
+            )
+
+
+_INDEX_BOXES = frozenset({"ftyp", "styp", "moov", "moof", "mfra", "sidx"})
+
+
+def _check_no_shared_bytes(packets: list[Any], index: list[tuple[int, int]] | None = None) -> None:
+    """No two of the clip's samples, nor a sample and an index box (`index`: offset and
+    size of the moov, moofs, ...), lie on the same bytes of the source.
+
+    No muxer writes that; a sample table or trun that says so (a size or chunk offset that
+    runs one sample into the next, or into the moov) is read one way from the file's start
+    and another after a seek or from our synthetic index (which renames the moov), so no
+    clip of it can be the source's.
+    """
+    spans = sorted(
+        [(int(p.pos), int(p.size)) for p in packets if p.pos is not None and p.pos >= 0]
+        + list(index or ())
+    )
+    for (a, n), (b, _) in itertools.pairwise(spans):
+        if b < a + n:
+            raise ClipUnavailable(
+                ClipReason.MALFORMED_SOURCE,
+                f"two samples share bytes at {b} of the source (one of {n} bytes from {a})",
+            )
+
+
 @dataclass
 class _Packets:
     video: list[Any] = field(default_factory=list)
     audio: list[Any] = field(default_factory=list)
     at_file_start: bool = False
     video_seen: int = 0
+    audio_at: set[tuple[int, int]] = field(default_factory=set)  # (stream, byte offset) read
 
 
 @dataclass(frozen=True)

@@ -478,6 +478,8 @@ def _chunk_offsets(
 ) -> tuple[array.array[int], array.array[int], array.array[int]]:
     """(low 32 bits per chunk, chunks where the high bits change, the new high bits)."""
     empty = array.array("I")
+    if "stco" in boxes and "co64" in boxes:
+        raise Unsupported("both stco and co64: which one a reader takes is its choice")
     if "stco" in boxes:
         b, e = boxes["stco"]
         (count,) = struct.unpack_from(">I", moov, b + 4)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import av
 
+from clipsearch.clipping.boxes import _children
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 
 SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
@@ -54,6 +56,9 @@ def self_check(
                 raise _Failed(f"video lasts {length:.3f}s, planned {shown_s:.3f}s")
             frame_s = float(cv.duration * cv.time_base) / cv.frames if cv.duration else 0
             _decode_first(clip, cv, frame_s)
+        disagreement = declared_duration_disagreement(path.read_bytes())
+        if disagreement:
+            raise _Failed(disagreement)
     except ClipUnavailable:
         raise
     except _Failed as error:
@@ -89,3 +94,68 @@ def _decode_first(clip: Any, stream: Any, frame_s: float) -> None:
     shown = frames[0].time
     if shown is None or abs(shown) > max(frame_s / 2, 0.002):
         raise _Failed(f"the first decoded frame shows at {shown}s, not 0")
+
+
+def _child(data: bytes, start: int, end: int, kind: str) -> tuple[int, int] | None:
+    return next(((b, e) for k, b, e in _children(data, start, end) if k == kind), None)
+
+
+def _scale_and_duration(data: bytes, body: int) -> tuple[int, int]:
+    """(timescale, duration) of an mvhd or mdhd body (version 0 or 1)."""
+    if data[body] == 1:
+        return struct.unpack_from(">IQ", data, body + 20)
+    return struct.unpack_from(">II", data, body + 12)
+
+
+def declared_duration_disagreement(clip: bytes) -> str:
+    """Why the durations the clip's moov declares disagree with its samples ("" if not).
+
+    A player shows mvhd's duration as the clip's length and plays each track for its tkhd
+    (its edit list's) duration; FFmpeg's muxer derives them from the packets' times, and
+    packets from a source with damaged tables can make them disagree with the samples'
+    own durations (stts). Within one sample's duration (plus the delay an edit skips).
+    """
+    moov = _child(clip, 0, len(clip), "moov")
+    mvhd = _child(clip, *moov, "mvhd") if moov else None
+    if moov is None or mvhd is None:
+        return "no moov"
+    movie_scale, movie = _scale_and_duration(clip, mvhd[0])
+    longest = 0.0
+    slack = 0.0
+    for kind, trak, trak_end in _children(clip, *moov):
+        if kind != "trak":
+            continue
+        tkhd = _child(clip, trak, trak_end, "tkhd")
+        mdia = _child(clip, trak, trak_end, "mdia")
+        mdhd = _child(clip, *mdia, "mdhd") if mdia else None
+        minf = _child(clip, *mdia, "minf") if mdia else None
+        stbl = _child(clip, *minf, "stbl") if minf else None
+        stts = _child(clip, *stbl, "stts") if stbl else None
+        if tkhd is None or mdhd is None or stts is None:
+            return "a track without tkhd, mdhd or stts"
+        v1 = clip[tkhd[0]] == 1
+        (track,) = struct.unpack_from(">Q" if v1 else ">I", clip, tkhd[0] + (28 if v1 else 20))
+        media_scale, media = _scale_and_duration(clip, mdhd[0])
+        (count,) = struct.unpack_from(">I", clip, stts[0] + 4)
+        runs = [struct.unpack_from(">II", clip, stts[0] + 8 + 8 * n) for n in range(count)]
+        samples = sum(n * delta for n, delta in runs)
+        frame = max(runs, default=(0, 0))[1] / media_scale  # the delta most samples have
+        skipped = 0.0
+        edts = _child(clip, trak, trak_end, "edts")
+        elst = _child(clip, *edts, "elst") if edts else None
+        if elst is not None and clip[elst[0]] == 0:
+            (edits,) = struct.unpack_from(">I", clip, elst[0] + 4)
+            for n in range(edits):
+                _, media_time = struct.unpack_from(">Ii", clip, elst[0] + 8 + 12 * n)
+                skipped = max(skipped, media_time / media_scale)
+        gap = (media - samples) / media_scale
+        if not -frame - 0.001 <= gap <= skipped + frame + 0.001:
+            return (
+                f"a track's mdhd says {media / media_scale:.3f}s, its samples last "
+                f"{samples / media_scale:.3f}s"
+            )
+        longest = max(longest, track / movie_scale)
+        slack = max(slack, frame)
+    if abs(movie / movie_scale - longest) > slack + 0.001:
+        return f"mvhd says {movie / movie_scale:.3f}s, the longest track {longest:.3f}s"
+    return ""
