@@ -19,6 +19,7 @@ from PIL import Image
 
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes, read_frame_code
 from clipsearch_dev.standin import StandinServer
+from clipsearch_dev.standin import routes as standin_routes
 from clipsearch_dev.standin import server as standin_server
 
 pytestmark = pytest.mark.integration
@@ -501,7 +502,7 @@ def test_download_streams_in_chunks(
     server: StandinServer, videos: dict[str, VideoInfo], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.knobs.download_rate_per_min = None
-    monkeypatch.setattr(standin_server, "DOWNLOAD_CHUNK", 64 * 1024)
+    monkeypatch.setattr(standin_routes, "DOWNLOAD_CHUNK", 64 * 1024)
     expected = Path(videos[V600].path).read_bytes()
     assert len(expected) > 3 * 64 * 1024
     resp = _download(server, rng=f"bytes=1000-{len(expected) - 1000}", blob=f"{V600}.mp4")

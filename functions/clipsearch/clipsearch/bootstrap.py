@@ -14,6 +14,7 @@ from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultSto
 from clipsearch.adapters.pubsub import PubSubPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import IndexCache
+from clipsearch.copies import SourceCopies
 from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
 from clipsearch.idempotency import Idempotency, RecordStore
@@ -43,8 +44,9 @@ def build_service(
     storage_client = storage_client or storage.Client(project=project)
     if publisher is None:
         publisher = PubSubPublisher(pubsub_v1.PublisherClient())
+    vendor: HttpSearchApi | None = None
     if api is None:
-        api = download = HttpSearchApi(
+        api = vendor = HttpSearchApi(
             new_session(),
             api_key=settings.api_key,
             base_url=settings.api_base_url,
@@ -57,8 +59,25 @@ def build_service(
             download_limiter=RateLimiter(
                 settings.instance_download_rate, what="download", logger=logger
             ),
+            metadata_limiter=RateLimiter(
+                settings.instance_metadata_rate, what="get_metadata", logger=logger
+            ),
         )
     results = GcsResultStore(storage_client, settings.results_bucket)
+    if vendor is not None and download is None:
+        # The API path's clip source: one whole download per source into our bucket, then
+        # ranged reads of our copy (clipsearch/copies.py).
+        download = SourceCopies(
+            vendor,
+            results,
+            prefix=settings.results_prefix,
+            max_bytes=settings.max_fetch_bytes,
+            ranged_above_bytes=settings.ranged_above_bytes,
+            recheck_s=settings.source_recheck_s,
+            lease_s=settings.function_timeout_s,
+            max_restarts=settings.retry_attempts,
+            logger=logger,
+        )
     fetcher = build_fetcher(
         settings,
         api=api,

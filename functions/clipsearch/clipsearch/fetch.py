@@ -25,12 +25,21 @@ from clipsearch.clipping import (
     SourceIndex,
     poster_frame,
 )
+from clipsearch.copies import KeyedSource
 from clipsearch.core.clipmeta import encode_clip_metadata
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
-from clipsearch.errors import FetchRefused, PermanentError, TransientError, where_raised
+from clipsearch.errors import (
+    OPERATOR_ALERT_REASONS,
+    FetchRefused,
+    PermanentError,
+    TransientError,
+    where_raised,
+)
+from clipsearch.logs import ALERT
 from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
 from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
 from clipsearch.settings import FetchSource
+from clipsearch.spend import VendorSpend
 
 ENGINE_ERROR = "engine_error"  # the clip engine failed in a way nobody planned for
 DEADLINE_EXCEEDED = ClipReason.DEADLINE_EXCEEDED.value
@@ -88,7 +97,9 @@ class ReferenceFetcher:
         self._api = api
         self._allowed = allowed_buckets
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         return [
             ClipResult(rank, hit, source, None, error)
@@ -120,7 +131,9 @@ class CopyFetcher:
         self._max_bytes = max_bytes
         self._clock = clock
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         fetched: dict[SourceVideo, Artifact | str] = {}
         clips = []
@@ -128,7 +141,7 @@ class CopyFetcher:
             outcome: Artifact | str | None = refusal
             if source is not None and refusal is None:
                 if source not in fetched:
-                    fetched[source] = self._copy_in_time(source, deadline)
+                    fetched[source] = self._copy_in_time(source, deadline, spend)
                 outcome = fetched[source]
             if isinstance(outcome, Artifact):
                 clips.append(ClipResult(rank, hit, source, outcome, None))
@@ -136,18 +149,22 @@ class CopyFetcher:
                 clips.append(ClipResult(rank, hit, source, None, outcome))
         return clips
 
-    def _copy_in_time(self, source: SourceVideo, deadline: float) -> Artifact | str:
+    def _copy_in_time(
+        self, source: SourceVideo, deadline: float, spend: VendorSpend | None
+    ) -> Artifact | str:
         """A copy, or why not; out of time, every remaining clip says so instead of waiting."""
         if self._clock() >= deadline:
             return OUT_OF_TIME
         try:
-            return self._copy(source, deadline)
+            return self._copy(source, deadline, spend)
         except TransientError:
             if self._clock() >= deadline:
                 return OUT_OF_TIME
             raise
 
-    def _copy(self, source: SourceVideo, deadline: float) -> Artifact | str:
+    def _copy(
+        self, source: SourceVideo, deadline: float, spend: VendorSpend | None
+    ) -> Artifact | str:
         name = video_copy_name(self._prefix, source.bucket, source.blob)
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
             try:
@@ -164,9 +181,11 @@ class CopyFetcher:
             return existing
         try:
             with self._api.open_download(source, deadline) as download:
+                if spend is not None:
+                    spend.add(requests=1)
                 if download.size is not None and download.size > self._max_bytes:
                     return f"{download.size} bytes is over the per-query fetch cap"
-                return self._results.upload_stream(
+                artifact = self._results.upload_stream(
                     name,
                     download.stream,
                     download.size,
@@ -174,7 +193,18 @@ class CopyFetcher:
                     source.uri,
                     deadline=deadline,
                 )
+                if spend is not None:
+                    spend.add(nbytes=artifact.size)
+                return artifact
         except PermanentError as error:
+            if error.reason in OPERATOR_ALERT_REASONS:
+                self._log.log(
+                    ALERT,
+                    "download of %s refused: %s",
+                    source.uri,
+                    error.message,
+                    extra={"event": "download", "reason": error.reason.value},
+                )
             return f"download refused: {error.message}"
 
 
@@ -232,7 +262,9 @@ class ClipFetcher:
         self._workdir = workdir
         self._clock = clock
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         context = _context(query.object)
         clips: dict[int, ClipResult] = {}
@@ -244,7 +276,7 @@ class ClipFetcher:
                 by_source.setdefault(source, []).append(i)
         fallbacks: dict[int, _Fallback] = {}
         for source, indexes in by_source.items():
-            cut = self._cut_source(source, [hits[i] for i in indexes], deadline, context)
+            cut = self._cut_source(source, [hits[i] for i in indexes], deadline, context, spend)
             for i, outcome in zip(indexes, cut, strict=True):
                 if isinstance(outcome, Artifact):
                     clips[i] = ClipResult(i + 1, hits[i], source, outcome, None)
@@ -252,7 +284,7 @@ class ClipFetcher:
                     fallbacks[i] = outcome
         if fallbacks:
             order = sorted(fallbacks)
-            done = self._fallback.fetch(query, [hits[i] for i in order], deadline)
+            done = self._fallback.fetch(query, [hits[i] for i in order], deadline, spend)
             for i, result in zip(order, done, strict=True):
                 clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i].reason)
                 self._log.info(
@@ -271,11 +303,16 @@ class ClipFetcher:
         return [clips[i] for i in range(len(hits))]
 
     def _cut_source(
-        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+        self,
+        source: SourceVideo,
+        hits: list[Hit],
+        deadline: float,
+        context: dict[str, Any],
+        spend: VendorSpend | None,
     ) -> list[Artifact | _Fallback]:
         """Every hit on one source, cut or with why not; only transient failures raise."""
         try:
-            return self._cut_all(source, hits, deadline, context)
+            return self._cut_all(source, hits, deadline, context, spend)
         except ClipUnavailable as error:
             if error.transient and self._clock() < deadline:
                 raise TransientError(f"reading {source.uri}: {error.message}") from None
@@ -322,7 +359,12 @@ class ClipFetcher:
         return name
 
     def _cut_all(
-        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+        self,
+        source: SourceVideo,
+        hits: list[Hit],
+        deadline: float,
+        context: dict[str, Any],
+        spend: VendorSpend | None,
     ) -> list[Artifact | _Fallback]:
         if self._clock() >= deadline:
             return [_Fallback(DEADLINE_EXCEEDED, OUT_OF_TIME)] * len(hits)
@@ -362,6 +404,8 @@ class ClipFetcher:
                 opened.__exit__(None, None, None)
             if writer is not None:
                 writer.join(max(0.0, deadline - self._clock()))
+            if spend is not None and isinstance(ranged, KeyedSource):
+                spend.add(ranged.vendor_requests, ranged.vendor_bytes, ranged.restarts)
         return outcomes
 
     def _write_sidecar(

@@ -17,6 +17,7 @@ from clipsearch.model import (
     SourceVideo,
     VideoMetadata,
 )
+from clipsearch.spend import VendorSpend
 
 
 class ImageReader(Protocol):
@@ -120,4 +121,8 @@ class Publisher(Protocol):
 
 
 class Fetcher(Protocol):
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]: ...
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
+        """One result per hit; what the download endpoint cost is added to `spend`."""
+        ...

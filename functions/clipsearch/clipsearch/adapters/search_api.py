@@ -18,8 +18,9 @@ import urllib3
 from clipsearch.adapters.ranges import HttpRangeSource, abort_response
 from clipsearch.clipping import ClipReason, ClipUnavailable, RangeSource
 from clipsearch.core import api
+from clipsearch.core.sourcecopy import read_head
 from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
-from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VendorBody, VideoMetadata
 from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy, call_with_retries
 
@@ -46,6 +47,7 @@ class HttpSearchApi:
         logger: logging.Logger,
         search_limiter: RateLimiter | None = None,
         download_limiter: RateLimiter | None = None,
+        metadata_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -62,6 +64,7 @@ class HttpSearchApi:
         self._rng = rng or random.Random()
         self._search_limiter = search_limiter
         self._download_limiter = download_limiter
+        self._metadata_limiter = metadata_limiter
 
     def _retrying(
         self,
@@ -103,7 +106,15 @@ class HttpSearchApi:
         except _NotSent as refused:
             raise refused.error from None
 
-    def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        deadline: float,
+        *,
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         # Never wait for an answer past the event's deadline: the platform would kill the
         # attempt mid-request, leaving no record of whether the vendor ran it.
         connect, read = self._timeouts
@@ -113,7 +124,7 @@ class HttpSearchApi:
             return self._session.request(
                 method,
                 url,
-                headers={"Authorization": self._key},
+                headers={"Authorization": self._key, **(extra_headers or {})},
                 timeout=(connect, read),
                 allow_redirects=False,
                 **kwargs,
@@ -187,7 +198,9 @@ class HttpSearchApi:
                 response.status_code, dict(response.headers), response.content, video_no
             )
 
-        metadata: VideoMetadata = self._retrying("get_metadata", once, deadline)
+        metadata: VideoMetadata = self._retrying(
+            "get_metadata", once, deadline, self._metadata_limiter
+        )
         return metadata
 
     def _download_url(self, source: SourceVideo) -> str:
@@ -197,7 +210,9 @@ class HttpSearchApi:
             f"&blob={quote(source.blob, safe='/')}"
         )
 
-    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource:
+    def open_range(
+        self, source: SourceVideo, deadline: float | None = None, cache_key: str | None = None
+    ) -> RangeSource:
         """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
         session = self._session
         if self._download_limiter is not None:
@@ -206,11 +221,58 @@ class HttpSearchApi:
             session,
             self._download_url(source),
             {"Authorization": self._key},
-            cache_key=f"{source.uri}@download",
+            cache_key=cache_key or f"{source.uri}@download",
             timeout=self._timeouts,
             deadline=deadline,
             clock=self._clock,
         )
+
+    @contextmanager
+    def open_body(
+        self, source: SourceVideo, deadline: float, offset: int = 0, last: int | None = None
+    ) -> Iterator[VendorBody]:
+        """The file from byte `offset` on (to `last`), asked for with `Range: bytes=offset-`.
+
+        One paced download request (retried like the other calls). The answer may be a 206 from
+        `offset` or a 200 with the whole file (an endpoint that ignores `Range`): `head` says
+        which. The body is cut off at the deadline like every download.
+        """
+        url = self._download_url(source)
+        wanted = f"bytes={offset}-{'' if last is None else last}"
+
+        def once() -> requests.Response:
+            response = self._request(
+                "GET", url, deadline, stream=True, extra_headers={"Range": wanted}
+            )
+            content_type = response.headers.get("Content-Type", "")
+            if response.status_code not in (200, 206) or content_type.startswith(
+                "application/json"
+            ):
+                body = response.content
+                response.close()
+                api.interpret_download_error(response.status_code, dict(response.headers), body)
+            return response
+
+        response: requests.Response = self._retrying(
+            "download", once, deadline, self._download_limiter
+        )
+        timer = threading.Timer(max(0.0, deadline - self._clock()), abort_response, (response,))
+        timer.daemon = True
+        timer.start()
+        try:
+            try:
+                head = read_head(response.status_code, dict(response.headers), offset)
+            except ValueError as error:
+                raise PermanentError(Reason.API_REJECTED, f"download answer: {error}") from None
+            response.raw.decode_content = True
+            yield VendorBody(
+                head=head,
+                stream=cast(IO[bytes], _BodyStream(response)),
+                content_type=response.headers.get("Content-Type", "video/mp4"),
+            )
+        finally:
+            timer.cancel()
+            response.close()
 
     @contextmanager
     def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
@@ -243,6 +305,24 @@ class HttpSearchApi:
         finally:
             timer.cancel()
             response.close()
+
+
+_BODY_PIECE = 1024 * 1024
+
+
+class _BodyStream:
+    """A response body read as it arrives: `read` returns what one receive brings (at most
+    `size` bytes, b"" at the end), so bytes received before a drop are never lost with it;
+    a drop raises OSError, whatever the client raised."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._raw = response.raw
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._raw.read1(size if size > 0 else _BODY_PIECE))
+        except (urllib3.exceptions.HTTPError, requests.RequestException) as error:
+            raise OSError(type(error).__name__) from None
 
 
 def _already_handling(response: requests.Response) -> bool:
