@@ -426,7 +426,8 @@ class ClipSearchService:
         instance die before the answer is stored, the takeover ends the query as
         `search_unconfirmed` instead of paying again. When the search provably did not run
         (a transient failure) or was answered with a refusal (0001/0003), the mark goes. A
-        0409 (the vendor is already handling the same request) keeps it: see the adapter.
+        0409 ("Duplicate requests are not allowed": an earlier send may have run) keeps it:
+        see the adapter.
         """
 
         def before_send() -> None:

@@ -146,9 +146,9 @@ class HttpSearchApi:
         """Hits; retried only on failures after which the vendor cannot have run the search.
 
         A search whose answer is lost may have been billed: it ends the query as
-        `search_unconfirmed` instead of being sent again; so does a 0409 (the same search is
-        already being handled). `before_send` runs after the rate wait, right before each
-        request goes out.
+        `search_unconfirmed` instead of being sent again; so does a 0409 ("Duplicate requests
+        are not allowed": the vendor says no more, so an earlier send of this search may have
+        run). `before_send` runs after the rate wait, right before each request goes out.
         """
         form = api.build_search_form(self._base, query)
 
@@ -169,9 +169,9 @@ class HttpSearchApi:
                     if _already_handling(response):
                         raise PermanentError(
                             Reason.SEARCH_UNCONFIRMED,
-                            "the API says the same search is already being handled (0409): an"
-                            " earlier request of this query may run and be billed, so it is not"
-                            " sent again",
+                            "the API refused the search as a duplicate request (0409): an"
+                            " earlier request of this query may have run and been billed, so it"
+                            " is not sent again",
                         ) from None
                     raise
             except AnswerLost as error:
@@ -326,9 +326,10 @@ class _BodyStream:
 
 
 def _already_handling(response: requests.Response) -> bool:
-    """0409 / HTTP 409: the vendor has the same request in flight (its docs: "already being
-    handled: never double-submit"). Sending again could pay twice, so the search is not
-    retried: the query ends as `search_unconfirmed`, its mark kept."""
+    """0409 / HTTP 409: "Duplicate requests are not allowed", all the vendor's pages say of it.
+    It can only mean an earlier send of this search reached the vendor, which may have run and
+    billed it: sending again could pay twice, so the search is not retried and the query ends
+    as `search_unconfirmed`, its mark kept."""
     if response.status_code == 409:
         return True
     try:
