@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench bench-scaling lock clean
+.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench bench-scaling bench-vendor lock clean
 
 $(STAMP): pyproject.toml requirements/dev.lock requirements/checkov.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -44,6 +44,10 @@ bench: $(STAMP)
 # Clip cost against source length (docs/scaling.md); LENGTHS=600,10800 picks lengths in seconds.
 bench-scaling: $(STAMP)
 	$(BIN)/python -m bench.scaling $(if $(LENGTHS),--lengths $(LENGTHS))
+
+# Clip mode on the API path at the vendor's limits (docs/benchmarks.md "Vendor download path").
+bench-vendor: $(STAMP)
+	$(BIN)/python -m bench.vendor $(if $(BEFORE),--before $(BEFORE))
 
 # Re-resolve the locked dependencies; the deploy root's requirements.txt is generated from them.
 lock: $(STAMP)

@@ -493,6 +493,7 @@ class SourceCopies:
             clock=self._clock,
         )
         with body:
+            answered = self._clock()  # the rate slot waited for, the head received
             head = body.head
             assert head is not None
             self._learn_range(head.ranged)
@@ -529,19 +530,23 @@ class SourceCopies:
                 return None
         with self._lock:
             self._seen[source] = _Seen(validators, Route.COPY)
+        done = self._clock()
         self._log.info(
-            "copied %s into %s: %d bytes in %.0f ms (%d resumes, Range %s)",
+            "copied %s into %s: %d bytes in %.0f ms after %.0f ms for the answer (%d resumes,"
+            " Range %s)",
             source.uri,
             name,
             stored.size,
-            (self._clock() - started) * 1000,
+            (done - answered) * 1000,
+            (answered - started) * 1000,
             body.resumed,
             "honoured" if head.ranged else "ignored",
             extra={
                 "event": "download",
                 "route": Route.COPY.value,
                 "source_bytes": stored.size,
-                "download_ms": round((self._clock() - started) * 1000, 1),
+                "wait_s": round(answered - started, 3),
+                "download_ms": round((done - answered) * 1000, 1),
                 "vendor_bytes": spend.bytes - before,
             },
         )
