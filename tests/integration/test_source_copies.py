@@ -160,8 +160,9 @@ def test_concurrent_first_sights_download_once(
 
 
 def test_a_body_dropped_mid_way_resumes_from_the_byte_reached(
-    storage_client, source_bucket, results, video
+    storage_client, source_bucket, results, video, caplog
 ):
+    caplog.set_level(logging.INFO)
     source = SourceVideo(source_bucket.name, "V1.mp4")
     size = video.path.stat().st_size
     with standin(storage_client) as server:
@@ -170,6 +171,8 @@ def test_a_body_dropped_mid_way_resumes_from_the_byte_reached(
         ranged = copies.open_range(source, far())
         assert (ranged.vendor_requests, ranged.vendor_bytes, ranged.restarts) == (2, size, 0)
         assert server.stats.download_bytes == size  # billed once, resumed not restarted
+    sent = [r for r in caplog.records if getattr(r, "event", None) == "download_request"]
+    assert len(sent) == 2  # one line per request: the log-based metric counts them
     copy = storage_client.bucket(results).get_blob("clipsearch/videos/" + source.uri[5:])
     assert copy.download_as_bytes() == video.path.read_bytes()
 

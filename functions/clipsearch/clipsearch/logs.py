@@ -21,7 +21,8 @@ SEVERITY[ALERT] = "ALERT"
 CONTEXT_FIELDS = ("event_id", "object", "generation", "video_no", "reason", "status")
 # Measurement fields, read by the log-based metrics in infra/monitoring (docs/operations.md).
 # `event` names the kind of line: outcome, search_sent, duplicate, rate_wait, clip, retry,
-# download. The vendor_* fields: what a query spent at the vendor's download endpoint.
+# download (a source copied or routed), download_request (one per request to the vendor's
+# download endpoint). The vendor_* fields: what a query spent at that endpoint.
 METRIC_FIELDS = (
     "event",
     "attempt",

@@ -210,13 +210,22 @@ class HttpSearchApi:
             f"&blob={quote(source.blob, safe='/')}"
         )
 
+    def _download_sent(self) -> None:
+        """One line per request to the download endpoint (after its rate slot): the scarce
+        resource, counted by a log-based metric against the account's limit."""
+        self._log.info("download request", extra={"event": "download_request"})
+
     def open_range(
         self, source: SourceVideo, deadline: float | None = None, cache_key: str | None = None
     ) -> RangeSource:
         """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
-        session = self._session
-        if self._download_limiter is not None:
-            session = PacedSession(session, self._download_limiter, self._clock, deadline=deadline)
+        session = PacedSession(
+            self._session,
+            self._download_limiter,
+            self._clock,
+            deadline=deadline,
+            on_send=self._download_sent,
+        )
         return HttpRangeSource(
             session,
             self._download_url(source),
@@ -241,6 +250,7 @@ class HttpSearchApi:
         wanted = f"bytes={offset}-{'' if last is None else last}"
 
         def once() -> requests.Response:
+            self._download_sent()
             response = self._request(
                 "GET", url, deadline, stream=True, extra_headers={"Range": wanted}
             )
@@ -279,6 +289,7 @@ class HttpSearchApi:
         url = self._download_url(source)
 
         def once() -> requests.Response:
+            self._download_sent()
             response = self._request("GET", url, deadline, stream=True)
             content_type = response.headers.get("Content-Type", "")
             if response.status_code != 200 or content_type.startswith("application/json"):
@@ -368,23 +379,28 @@ class PacedSession(requests.Session):
     def __init__(
         self,
         inner: requests.Session,
-        limiter: RateLimiter,
+        limiter: RateLimiter | None,
         clock: Callable[[], float],
         *,
         deadline: float | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._limiter = limiter
         self._clock = clock
         self._deadline = deadline
+        self._on_send = on_send
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         deadline = self._clock() + 60.0 if self._deadline is None else self._deadline
         try:
-            self._limiter.acquire(deadline)
+            if self._limiter is not None:
+                self._limiter.acquire(deadline)
         except TransientError as error:
             if self._deadline is None:
                 raise
             raise ClipUnavailable(ClipReason.DEADLINE_EXCEEDED, error.message) from None
+        if self._on_send is not None:
+            self._on_send()
         return self._inner.request(method, url, *args, **kwargs)
