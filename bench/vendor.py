@@ -224,19 +224,39 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out) + "\n"
 
 
+def medians(rows: list[dict[str, Any]]) -> str:
+    """Queries per minute per profile over the repeated runs: median (min-max)."""
+    out = [
+        "",
+        "| function | stand-in profile | runs | queries/min median (min-max) |",
+        "|---|---|--:|--:|",
+    ]
+    groups: dict[tuple[str, str], list[float]] = {}
+    for r in rows:
+        groups.setdefault((r["function"], r["profile"]), []).append(r["queries_per_min"])
+    for (function, profile), rates in groups.items():
+        out.append(
+            f"| {function} | {profile} | {len(rates)} | {statistics.median(rates):.1f} "
+            f"({min(rates):.1f}-{max(rates):.1f}) |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser = argparse.ArgumentParser(prog="python -m bench.vendor")
     parser.add_argument("--queries", type=int, default=60)
     parser.add_argument("--rate", type=float, default=1.0)
     parser.add_argument("--profiles", default="default,range-ignored")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per profile, interleaved")
     parser.add_argument("--before", default=None, help="also run the function at this git ref")
     parser.add_argument("--before-minutes", type=float, default=5.0)
     args = parser.parse_args(argv)
     OUT.mkdir(parents=True, exist_ok=True)
     rows = []
-    for profile in args.profiles.split(","):
-        rows.append(run(profile, queries=args.queries, rate=args.rate))
-        print(json.dumps(rows[-1], indent=1), flush=True)
+    for _ in range(args.repeat):
+        for profile in args.profiles.split(","):
+            rows.append(run(profile, queries=args.queries, rate=args.rate))
+            print(json.dumps(rows[-1], indent=1), flush=True)
     if args.before:
         with tempfile.TemporaryDirectory() as tmp:
             root = extract(args.before, Path(tmp))
@@ -251,7 +271,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             rows.append(row)
             print(json.dumps(row, indent=1), flush=True)
     (OUT / "vendor.json").write_text(json.dumps(rows, indent=2))
-    text = table(rows)
+    text = table(rows) + medians(rows)
     (OUT / "vendor.md").write_text(text)
     print(text)
     return rows

@@ -564,6 +564,94 @@ def test_download_rate_limit(server: StandinServer) -> None:
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
 
 
+# -- what the vendor's pages leave open ----------------------------------------------------
+
+
+def test_range_ignored_answers_200_with_the_whole_file(
+    server: StandinServer, videos: dict[str, VideoInfo]
+) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "range_honoured": False})
+    expected = Path(videos[V60].path).read_bytes()
+    resp = _download(server, rng="bytes=10-19")
+    assert resp.status_code == 200
+    assert resp.content == expected
+    assert "Content-Range" not in resp.headers
+    assert "Accept-Ranges" not in resp.headers
+    assert server.stats.download_bytes == len(expected)  # billed for all of it
+
+
+def test_chunked_bodies_carry_no_length(
+    server: StandinServer, videos: dict[str, VideoInfo]
+) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "chunked": True})
+    expected = Path(videos[V60].path).read_bytes()
+    resp = _download(server)
+    assert resp.status_code == 200
+    assert "Content-Length" not in resp.headers
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    assert resp.content == expected
+    ranged = _download(server, rng="bytes=100-199")
+    assert ranged.status_code == 206
+    assert "Content-Length" not in ranged.headers
+    assert ranged.content == expected[100:200]
+
+
+def test_downloads_carry_validators_of_the_stored_file(server: StandinServer) -> None:
+    server.knobs.download_rate_per_min = None
+    first = _download(server, rng="bytes=0-0")
+    again = _download(server, rng="bytes=0-0")
+    assert first.headers["ETag"] == again.headers["ETag"]
+    assert first.headers["Last-Modified"]
+
+
+def test_a_body_can_be_cut_after_n_bytes(server: StandinServer) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "fail_next": ["download:drop_after:1000"]})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _download(server).content  # noqa: B018
+    assert server.stats.download_bytes == 1000
+    assert _download(server, rng="bytes=0-9").status_code == 206  # once only
+
+
+@pytest.mark.parametrize(("shape", "data"), [("object", {}), ("null", None)])
+def test_search_data_can_be_an_empty_object_or_null(
+    server: StandinServer, shape: str, data: Any
+) -> None:
+    server.knobs.merge({"search_data": shape})
+    body = envelope(search(server))
+    assert body["code"] == "0000"
+    assert body["data"] == data
+    assert server.stats.billed_searches == 1
+
+
+def test_v2_download_errors_use_the_http_status_as_code(server: StandinServer) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "download_errors": "v2"})
+    missing = _download(server, blob="VI404.mp4")
+    assert missing.status_code == 400
+    assert missing.json()["code"] == 400
+    assert missing.json()["msg"] == "Resource does not exist"
+    server.knobs.merge({"credits": 0})
+    broke = _download(server)
+    assert broke.status_code == 402
+    assert broke.json() == {
+        "code": 402,
+        "msg": "Insufficient balance",
+        "data": None,
+        "success": False,
+        "failed": True,
+    }
+
+
+def test_profiles_set_the_defaults_reset_returns_to(gcs_client) -> None:
+    with StandinServer(gcs_client, api_key=API_KEY, profile="range-ignored-chunked") as srv:
+        assert srv.knobs.range_honoured is False
+        assert srv.knobs.chunked is True
+        srv.knobs.merge({"range_honoured": True})
+        srv.reset()
+        assert srv.knobs.range_honoured is False
+    with pytest.raises(ValueError, match="profile"):
+        StandinServer(gcs_client, api_key=API_KEY, profile="nope")
+
+
 # -- admin routes -------------------------------------------------------------------------
 
 
