@@ -237,27 +237,26 @@ class HttpSearchApi:
         )
 
     @contextmanager
-    def open_body(
-        self, source: SourceVideo, deadline: float, offset: int = 0, last: int | None = None
-    ) -> Iterator[VendorBody]:
-        """The file from byte `offset` on (to `last`), asked for with `Range: bytes=offset-`.
-
-        One paced download request (retried like the other calls). The answer may be a 206 from
-        `offset` or a 200 with the whole file (an endpoint that ignores `Range`): `head` says
-        which. The body is cut off at the deadline like every download.
-        """
+    def _download(
+        self, source: SourceVideo, deadline: float, ranged: str | None
+    ) -> Iterator[requests.Response]:
+        """One paced request to the download endpoint (retried like the other calls), its
+        JSON errors classified; the open response, its body cut off at the deadline (a read
+        timeout restarts with every byte, so a trickling body needs the timer)."""
         url = self._download_url(source)
-        wanted = f"bytes={offset}-{'' if last is None else last}"
+        ok = (200, 206) if ranged is not None else (200,)
 
         def once() -> requests.Response:
             self._download_sent()
             response = self._request(
-                "GET", url, deadline, stream=True, extra_headers={"Range": wanted}
+                "GET",
+                url,
+                deadline,
+                stream=True,
+                extra_headers=None if ranged is None else {"Range": ranged},
             )
             content_type = response.headers.get("Content-Type", "")
-            if response.status_code not in (200, 206) or content_type.startswith(
-                "application/json"
-            ):
+            if response.status_code not in ok or content_type.startswith("application/json"):
                 body = response.content
                 response.close()
                 api.interpret_download_error(response.status_code, dict(response.headers), body)
@@ -270,52 +269,42 @@ class HttpSearchApi:
         timer.daemon = True
         timer.start()
         try:
-            try:
-                head = read_head(response.status_code, dict(response.headers), offset)
-            except ValueError as error:
-                raise PermanentError(Reason.API_REJECTED, f"download answer: {error}") from None
             response.raw.decode_content = True
-            yield VendorBody(
-                head=head,
-                stream=cast(IO[bytes], _BodyStream(response)),
-                content_type=response.headers.get("Content-Type", "video/mp4"),
-            )
+            yield response
         finally:
             timer.cancel()
             response.close()
 
     @contextmanager
+    def open_body(
+        self, source: SourceVideo, deadline: float, offset: int = 0, last: int | None = None
+    ) -> Iterator[VendorBody]:
+        """The file from byte `offset` on (to `last`), asked for with `Range: bytes=offset-`.
+
+        The answer may be a 206 from `offset` or a 200 with the whole file (an endpoint that
+        ignores `Range`): `head` says which.
+        """
+        wanted = f"bytes={offset}-{'' if last is None else last}"
+        with self._download(source, deadline, wanted) as response:
+            try:
+                head = read_head(response.status_code, dict(response.headers), offset)
+            except ValueError as error:
+                raise PermanentError(Reason.API_REJECTED, f"download answer: {error}") from None
+            yield VendorBody(
+                head=head,
+                stream=cast(IO[bytes], _BodyStream(response)),
+                content_type=response.headers.get("Content-Type", "video/mp4"),
+            )
+
+    @contextmanager
     def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
-        url = self._download_url(source)
-
-        def once() -> requests.Response:
-            self._download_sent()
-            response = self._request("GET", url, deadline, stream=True)
-            content_type = response.headers.get("Content-Type", "")
-            if response.status_code != 200 or content_type.startswith("application/json"):
-                body = response.content
-                response.close()
-                api.interpret_download_error(response.status_code, dict(response.headers), body)
-            return response
-
-        response: requests.Response = self._retrying(
-            "download", once, deadline, self._download_limiter
-        )
-        # A read timeout restarts with every byte: a trickling body is cut off at the deadline.
-        timer = threading.Timer(max(0.0, deadline - self._clock()), abort_response, (response,))
-        timer.daemon = True
-        timer.start()
-        try:
-            response.raw.decode_content = True
+        with self._download(source, deadline, None) as response:
             length = response.headers.get("Content-Length")
             yield DownloadStream(
                 stream=cast(IO[bytes], response.raw),
                 size=int(length) if length and length.isdigit() else None,
                 content_type=response.headers.get("Content-Type", "video/mp4"),
             )
-        finally:
-            timer.cancel()
-            response.close()
 
 
 _BODY_PIECE = 1024 * 1024
