@@ -647,3 +647,12 @@ def test_every_metadata_look_up_waits_for_its_own_rate_slot(standin):
     standin.knobs.merge({"fail_next": ["get_metadata:503"]})
     assert api.video_metadata("V1", "default", far()).status == "PARSE"
     assert limiter.acquired == 2  # the retry waited for a slot as well
+
+
+@pytest.mark.parametrize("shape", ["object", "null"])
+def test_a_success_without_a_list_of_hits_is_zero_hits(standin, sample_video, shape):
+    """An older page's example answers `"data": {}`: a search that found nothing, billed once."""
+    standin.knobs.merge({"search_data": shape})
+    hits = client_for(standin).search(query(), query_image_bytes(sample_video.path, 5.0), far())
+    assert hits == []
+    assert standin.stats.billed_searches == 1
