@@ -300,3 +300,38 @@ def test_download_refusals_fall_back_and_out_of_balance_alerts(
     assert len(alerts) == 1
     assert getattr(alerts[0], "reason", None) == Reason.API_INSUFFICIENT_CREDITS.value
     assert KEY not in caplog.text
+
+
+@pytest.mark.parametrize("profile", ["chunked", "default"])
+def test_copy_mode_holds_the_cap_while_streaming_too(
+    storage_client, source_bucket, results, profile
+):
+    """Copy mode's whole-video download: with no Content-Length the cap holds as it streams."""
+    from clipsearch.fetch import CopyFetcher  # noqa: PLC0415
+    from clipsearch.model import Hit, Query, QueryObject  # noqa: PLC0415
+    from clipsearch.settings import FetchSource  # noqa: PLC0415
+
+    source = SourceVideo(source_bucket.name, "V1.mp4")
+    with standin(storage_client, profile) as server:
+        copies, store = copies_for(server, storage_client, results)
+        fetcher = CopyFetcher(
+            copies._vendor,  # the same HttpSearchApi
+            store,
+            allowed_buckets=frozenset({source_bucket.name}),
+            source_mode=FetchSource.API,
+            prefix="clipsearch/",
+            logger=logging.getLogger("test"),
+            max_bytes=50_000,
+        )
+        query = Query(
+            QueryObject("qb", "q.jpg", 1, 10, "image/jpeg", {}, "e", ""),
+            "V1",
+            "p",
+            "default",
+            "jpeg",
+        )
+        (clip,) = fetcher.fetch(query, [Hit(1.0, 2.0, 0.9, source)], far())
+        assert clip.artifact is None
+        assert "per-query fetch cap" in (clip.fetch_error or "")  # told before or while streaming
+        assert server.stats.download_bytes < 50_000 + 16 * 1024 * 1024
+    assert list(storage_client.bucket(results).list_blobs(prefix="clipsearch/videos/")) == []

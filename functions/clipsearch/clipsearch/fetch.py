@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 from clipsearch.clipping import (
     ClipInfo,
@@ -187,7 +187,7 @@ class CopyFetcher:
                     return f"{download.size} bytes is over the per-query fetch cap"
                 artifact = self._results.upload_stream(
                     name,
-                    download.stream,
+                    cast(IO[bytes], CappedStream(download.stream, self._max_bytes)),
                     download.size,
                     download.content_type,
                     source.uri,
@@ -196,6 +196,8 @@ class CopyFetcher:
                 if spend is not None:
                     spend.add(nbytes=artifact.size)
                 return artifact
+        except FetchRefused as refusal:  # no Content-Length told it: the cap held while streaming
+            return str(refusal)
         except PermanentError as error:
             if error.reason in OPERATOR_ALERT_REASONS:
                 self._log.log(
@@ -206,6 +208,29 @@ class CopyFetcher:
                     extra={"event": "download", "reason": error.reason.value},
                 )
             return f"download refused: {error.message}"
+
+
+class CappedStream:
+    """A download body that raises FetchRefused once more than `max_bytes` have been read:
+    the per-query cap, held while streaming when no Content-Length told the size."""
+
+    def __init__(self, inner: IO[bytes], max_bytes: int) -> None:
+        self._inner = inner
+        self._max = max_bytes
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._read += len(data)
+        if self._read > self._max:
+            raise FetchRefused(f"over {self._max} bytes while streaming: the per-query fetch cap")
+        return data
+
+    def tell(self) -> int:
+        return self._read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @dataclass(frozen=True)
