@@ -159,13 +159,14 @@ def test_concurrent_first_sights_download_once(
     assert sorted(spent) == [0, 0, 0, 1]
 
 
+@pytest.mark.parametrize("profile", ["default", "chunked"])
 def test_a_body_dropped_mid_way_resumes_from_the_byte_reached(
-    storage_client, source_bucket, results, video, caplog
+    storage_client, source_bucket, results, video, caplog, profile
 ):
     caplog.set_level(logging.INFO)
     source = SourceVideo(source_bucket.name, "V1.mp4")
     size = video.path.stat().st_size
-    with standin(storage_client) as server:
+    with standin(storage_client, profile) as server:
         server.knobs.merge({"fail_next": [f"download:drop_after:{size // 3}"]})
         copies, _ = copies_for(server, storage_client, results)
         ranged = copies.open_range(source, far())
