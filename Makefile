@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench bench-scaling bench-vendor lock clean
+.PHONY: venv demo dev test lint typecheck unit functional integration e2e bench bench-scaling lock clean
 
 $(STAMP): pyproject.toml requirements/dev.lock requirements/checkov.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -46,6 +46,7 @@ bench-scaling: $(STAMP)
 	$(BIN)/python -m bench.scaling $(if $(LENGTHS),--lengths $(LENGTHS))
 
 # Clip mode on the API path at the vendor's limits (docs/benchmarks.md "Vendor download path").
+.PHONY: bench-vendor
 bench-vendor: $(STAMP)
 	$(BIN)/python -m bench.vendor $(if $(BEFORE),--before $(BEFORE))
 
