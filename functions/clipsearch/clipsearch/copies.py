@@ -135,7 +135,7 @@ class KeyedSource:
         return self._inner.read(offset, length)
 
 
-class _Restart(Exception):
+class MustRestart(Exception):
     """The body dropped and cannot be resumed (the endpoint ignores Range, or the file
     changed under us): the copy must start again from byte 0."""
 
@@ -150,7 +150,7 @@ class ResumingBody:
     The upload to Cloud Storage reads it chunk by chunk; a read that fails (or a body that ends
     before the length its head announced) opens a new request from the byte reached, as long
     as the endpoint honours Range and the file is the same one (same validators). Otherwise it
-    raises _Restart. The byte cap is enforced as it streams. Each request is counted in `spend`.
+    raises MustRestart. The byte cap is enforced as it streams. Each request is counted in `spend`.
     """
 
     def __init__(
@@ -194,7 +194,7 @@ class ResumingBody:
         if self.head is None:
             self.head = body.head
         elif not body.head.ranged or changed(self.head.validators, body.head.validators):
-            raise _Restart("the resumed answer is not the rest of the same file")
+            raise MustRestart("the resumed answer is not the rest of the same file")
         self._body = body
         return body
 
@@ -249,7 +249,7 @@ class ResumingBody:
                 if self._pos > self._max_bytes:
                     raise TooLarge(f"over {self._max_bytes} bytes while streaming")
                 if end is not None and self._pos > end:
-                    raise _Restart("the body ran past the length its head announced")
+                    raise MustRestart("the body ran past the length its head announced")
                 return data
             if data is not None and (end is None or self._pos >= end):
                 return b""  # the end of the file
@@ -258,7 +258,7 @@ class ResumingBody:
     def _resume(self) -> None:
         assert self.head is not None
         if not self.head.ranged or self._resumes_left <= 0:
-            raise _Restart(f"the body dropped at byte {self._pos}")
+            raise MustRestart(f"the body dropped at byte {self._pos}")
         self._resumes_left -= 1
         self.resumed += 1
         self._open(self._pos)
@@ -456,7 +456,7 @@ class SourceCopies:
         while True:
             try:
                 return self._download_once(source, name, previous, deadline, spend)
-            except _Restart as why:
+            except MustRestart as why:
                 restarts += 1
                 spend.add(restarts=1)
                 self._log.warning(
