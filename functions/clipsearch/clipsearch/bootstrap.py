@@ -18,7 +18,7 @@ from clipsearch.copies import SourceCopies
 from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
 from clipsearch.idempotency import Idempotency, RecordStore
-from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi
+from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi, SourceOpener
 from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
@@ -35,7 +35,7 @@ def build_service(
     storage_client: storage.Client | None = None,
     publisher: Publisher | None = None,
     api: SearchApi | None = None,
-    download: RangeOpener | None = None,
+    download: SourceOpener | None = None,
     records: RecordStore | None = None,
     logger: logging.Logger | None = None,
 ) -> ClipSearchService:
@@ -110,7 +110,7 @@ def build_fetcher(
     api: SearchApi,
     results: ResultStore,
     gcs: RangeOpener,
-    download: RangeOpener | None = None,
+    download: SourceOpener | None = None,
     logger: logging.Logger,
     mode: FetchMode | None = None,
 ) -> Fetcher:

@@ -25,18 +25,26 @@ from clipsearch.core.naming import fit_name, video_copy_name
 from clipsearch.core.sourcecopy import (
     META_CHECKED,
     META_SIZE,
+    META_VERSION,
     BodyHead,
+    CopyCheck,
     Route,
     Validators,
+    VendorFacts,
+    Verdict,
     changed,
     checked_at,
     comparable,
+    content_version,
     copy_is_current,
+    copy_version,
+    judge_copy,
     plan_route,
 )
 from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError, TransientError
 from clipsearch.logs import ALERT
 from clipsearch.model import SourceVideo, StoredCopy, VendorBody
+from clipsearch.ports import MetadataLookup
 from clipsearch.spend import VendorSpend
 
 # What reading an open body raises when it drops (the adapter turns its client's own errors
@@ -268,6 +276,39 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+class _Facts:
+    """The metadata endpoint's answer for this query, asked at most once and only when needed;
+    None when there is no query to ask about or the call failed (logged)."""
+
+    def __init__(
+        self, lookup: MetadataLookup | None, source: SourceVideo, logger: logging.Logger
+    ) -> None:
+        self._lookup = lookup
+        self._source = source
+        self._log = logger
+        self._asked = False
+        self._value: VendorFacts | None = None
+
+    @property
+    def consulted(self) -> bool:
+        return self._lookup is not None
+
+    def get(self, deadline: float) -> VendorFacts | None:
+        if self._lookup is None or self._asked:
+            return self._value
+        self._asked = True
+        try:
+            self._value = VendorFacts.of(self._lookup(deadline))
+        except (TransientError, PermanentError) as error:
+            self._log.warning(
+                "get_metadata for %s failed (%s): the copy is checked with a download request",
+                self._source.uri,
+                error.message,
+                extra={"event": "download"},
+            )
+        return self._value
+
+
 @dataclass
 class _Seen:
     """What this instance last learned of a source from the endpoint."""
@@ -320,15 +361,26 @@ class SourceCopies:
         # ".claims" cannot be a bucket name, so no source's copy can take this name.
         return fit_name(f"{self._prefix}videos/.claims/{source.bucket}/{source.blob}")
 
-    def open_range(self, source: SourceVideo, deadline: float | None = None) -> KeyedSource:
+    def open_range(
+        self,
+        source: SourceVideo,
+        deadline: float | None = None,
+        video: MetadataLookup | None = None,
+    ) -> KeyedSource:
         """Our copy of the source, made now if need be; ranged vendor reads for a source
         the rule sends there. Vendor refusals become ClipUnavailable (the clips fall back).
-        The source returned tells what reaching it cost the vendor."""
+        The source returned tells what reaching it cost the vendor.
+
+        `video` asks the metadata endpoint about the query's video: an existing copy is cut
+        from only when that answer agrees with what the copy recorded (clipsearch.core.
+        sourcecopy.judge_copy); a new copy records it. Without it (tools, tests) a copy is
+        trusted within the recheck interval."""
         if deadline is None:
             deadline = self._clock() + self._lease_s
         spend = VendorSpend()
+        facts = _Facts(video, source, self._log)
         try:
-            return self._open(source, deadline, spend)
+            return self._open(source, deadline, spend, facts)
         except PermanentError as error:
             level = ALERT if error.reason in OPERATOR_ALERT_REASONS else logging.WARNING
             self._log.log(
@@ -342,7 +394,9 @@ class SourceCopies:
                 ClipReason.SOURCE_UNREADABLE, f"download refused: {error.message}"
             ) from None
 
-    def _open(self, source: SourceVideo, deadline: float, spend: VendorSpend) -> KeyedSource:
+    def _open(
+        self, source: SourceVideo, deadline: float, spend: VendorSpend, facts: _Facts
+    ) -> KeyedSource:
         name = self.copy_name(source)
         while True:
             with self._lock:
@@ -350,12 +404,12 @@ class SourceCopies:
             if seen is not None and seen.route is Route.RANGED:
                 return self._ranged(source, seen.validators, deadline, spend)
             stored = self._current(source, name, seen, deadline)
-            if stored is not None and not self._recheck_due(stored):
+            if stored is not None and self._judge(stored, facts, deadline).check is CopyCheck.USE:
                 return self._from_copy(source, stored, deadline, spend)
             claim = self.claim_name(source)
             if self._store.claim(claim, self._lease_s, deadline):
                 try:
-                    made = self._refresh(source, name, deadline, spend)
+                    made = self._refresh(source, name, deadline, spend, facts)
                 finally:
                     self._store.release(claim, deadline)
                 if made is not None:
@@ -366,30 +420,54 @@ class SourceCopies:
             self._sleep(self._poll_s)
 
     def _refresh(
-        self, source: SourceVideo, name: str, deadline: float, spend: VendorSpend
+        self, source: SourceVideo, name: str, deadline: float, spend: VendorSpend, facts: _Facts
     ) -> KeyedSource | None:
         """Holding the claim: the copy as it is, rechecked, or downloaded anew."""
         with self._lock:
             seen = self._seen.get(source)
         stored = self._current(source, name, seen, deadline)
-        if stored is not None and not self._recheck_due(stored):
-            return self._from_copy(source, stored, deadline, spend)  # made just before our claim
         if stored is not None:
-            checked = self._recheck(source, stored, deadline, spend)
-            if checked is not None:
-                return self._from_copy(source, checked, deadline, spend)
-        return self._download(source, name, deadline, spend)
+            verdict = self._judge(stored, facts, deadline)
+            if verdict.check is CopyCheck.USE:  # made or confirmed just before our claim
+                return self._from_copy(source, stored, deadline, spend)
+            if verdict.check is CopyCheck.RECHECK:
+                checked = self._recheck(source, stored, deadline, spend, facts.get(deadline))
+                if checked is not None:
+                    return self._from_copy(source, checked, deadline, spend)
+            else:
+                self._log.info(
+                    "%s changed at the vendor (%s): copying it again",
+                    source.uri,
+                    verdict.why,
+                    extra={"event": "download", "source_changed": verdict.why},
+                )
+        return self._download(source, name, deadline, spend, facts)
+
+    def _judge(self, stored: StoredCopy, facts: _Facts, deadline: float) -> Verdict:
+        return judge_copy(
+            stored.metadata,
+            facts.get(deadline),
+            consulted=facts.consulted,
+            recheck_due=self._recheck_due(stored),
+        )
 
     def _recheck_due(self, stored: StoredCopy) -> bool:
         checked = checked_at(stored.metadata)
         return checked is None or (self._now() - checked).total_seconds() >= self._recheck_s
 
     def _recheck(
-        self, source: SourceVideo, stored: StoredCopy, deadline: float, spend: VendorSpend
+        self,
+        source: SourceVideo,
+        stored: StoredCopy,
+        deadline: float,
+        spend: VendorSpend,
+        facts: VendorFacts | None,
     ) -> StoredCopy | None:
         """Ask the endpoint whether the file is still the one copied: one request for its
         first byte (the whole body's head when `Range` is ignored, closed unread). The copy,
-        marked checked, when nothing disagrees; None when it changed or cannot be told."""
+        marked checked (and recording the metadata endpoint's answer, so a copy made without
+        it gains it here, without a download), when nothing disagrees; None when it changed
+        or cannot be told."""
         recorded = Validators.from_metadata(stored.metadata)
         assert recorded is not None  # copy_is_current checked it
         spend.add(requests=1)
@@ -412,7 +490,13 @@ class SourceCopies:
             with self._lock:
                 self._seen[source] = _Seen(seen, Route.COPY)
             return None
-        return self._store.patch_copy(stored, {META_CHECKED: self._now().isoformat()}, deadline)
+        patch = {META_CHECKED: self._now().isoformat()}
+        if facts is not None and facts.metadata():
+            version = copy_version(stored.metadata)
+            assert version is not None  # copy_is_current checked the validators
+            patch.update(facts.metadata())
+            patch[META_VERSION] = version  # the name its clips have had
+        return self._store.patch_copy(stored, patch, deadline)
 
     def _current(
         self, source: SourceVideo, name: str, seen: _Seen | None, deadline: float
@@ -426,12 +510,12 @@ class SourceCopies:
     def _from_copy(
         self, source: SourceVideo, stored: StoredCopy, deadline: float, spend: VendorSpend
     ) -> KeyedSource:
-        recorded = Validators.from_metadata(stored.metadata)
-        assert recorded is not None  # copy_is_current checked it
+        version = copy_version(stored.metadata)
+        assert version is not None  # copy_is_current checked the validators
         ranged = self._store.open_copy(stored, deadline)
         return KeyedSource(
             ranged,
-            f"{source.uri}#{recorded.version}",
+            f"{source.uri}#{version}",
             route=Route.COPY,
             spent=spend,
         )
@@ -448,14 +532,19 @@ class SourceCopies:
         return KeyedSource(inner, key, route=Route.RANGED, spent=spend)
 
     def _download(
-        self, source: SourceVideo, name: str, deadline: float, spend: VendorSpend
+        self, source: SourceVideo, name: str, deadline: float, spend: VendorSpend, facts: _Facts
     ) -> KeyedSource | None:
-        """One whole download into the copy (restarted from 0 when it cannot resume)."""
+        """One whole download into the copy (restarted from 0 when it cannot resume).
+
+        The metadata endpoint is asked first: should the file change between the two, the
+        copy records the older answer and the next query copies it again (never the reverse).
+        """
+        known = facts.get(deadline)
         previous = self._store.stat_copy(name, deadline)
         restarts = 0
         while True:
             try:
-                return self._download_once(source, name, previous, deadline, spend)
+                return self._download_once(source, name, previous, deadline, spend, known)
             except MustRestart as why:
                 restarts += 1
                 spend.add(restarts=1)
@@ -480,6 +569,7 @@ class SourceCopies:
         previous: StoredCopy | None,
         deadline: float,
         spend: VendorSpend,
+        facts: VendorFacts | None,
     ) -> KeyedSource | None:
         started = self._clock()
         before = spend.bytes
@@ -517,7 +607,12 @@ class SourceCopies:
                 body,
                 size,
                 body.content_type,
-                {**validators.metadata(source.uri), META_CHECKED: self._now().isoformat()},
+                {
+                    **validators.metadata(source.uri),
+                    **(facts.metadata() if facts is not None else {}),
+                    META_VERSION: content_version(validators, facts),
+                    META_CHECKED: self._now().isoformat(),
+                },
                 previous.generation if previous is not None else 0,
                 deadline,
             )
@@ -525,7 +620,8 @@ class SourceCopies:
             return None
         if validators.size is None:  # chunked: the size is known now that the body ended
             validators = Validators(stored.size, validators.etag, validators.last_modified)
-            stored = self._store.patch_copy(stored, {META_SIZE: str(stored.size)}, deadline)
+            patch = {META_SIZE: str(stored.size), META_VERSION: content_version(validators, facts)}
+            stored = self._store.patch_copy(stored, patch, deadline)
             if stored is None:
                 return None
         with self._lock:

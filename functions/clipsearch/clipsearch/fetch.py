@@ -36,8 +36,23 @@ from clipsearch.errors import (
     where_raised,
 )
 from clipsearch.logs import ALERT
-from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
-from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
+from clipsearch.model import (
+    Artifact,
+    ClipResult,
+    Hit,
+    Query,
+    QueryObject,
+    SourceVideo,
+    VideoMetadata,
+)
+from clipsearch.ports import (
+    Fetcher,
+    MetadataLookup,
+    RangeOpener,
+    ResultStore,
+    SearchApi,
+    SourceOpener,
+)
 from clipsearch.settings import FetchSource
 from clipsearch.spend import VendorSpend
 
@@ -56,22 +71,58 @@ def _context(obj: QueryObject) -> dict[str, Any]:
     }
 
 
+class MetadataOnce:
+    """The query's video metadata: one paced get_metadata call per event, whoever asks
+    (locating hits without a location, checking a source copy), its answer or its failure
+    kept; each call counted in `spend` (the outcome line's `vendor_metadata_calls`)."""
+
+    def __init__(self, api: SearchApi, query: Query, spend: VendorSpend | None) -> None:
+        self._api = api
+        self._query = query
+        self._spend = spend
+        self._lock = threading.Lock()
+        self._answer: VideoMetadata | None = None
+        self._error: TransientError | PermanentError | None = None
+
+    def __call__(self, deadline: float) -> VideoMetadata:
+        with self._lock:
+            if self._answer is None and self._error is None:
+                if self._spend is not None:
+                    self._spend.add(metadata=1)
+                try:
+                    self._answer = self._api.video_metadata(
+                        self._query.video_no, self._query.unique_id, deadline
+                    )
+                except (TransientError, PermanentError) as error:
+                    self._error = error
+            if self._error is not None:
+                raise self._error
+            assert self._answer is not None
+            return self._answer
+
+
 def resolve_sources(
     query: Query,
     hits: list[Hit],
     api: SearchApi,
     allowed_buckets: frozenset[str],
     deadline: float,
+    lookup: MetadataLookup | None = None,
 ) -> list[tuple[SourceVideo | None, str | None]]:
     """Each hit's source video, or why it has none we may fetch.
 
-    Hits without a location are resolved once per query through the video metadata endpoint.
+    Hits without a location are resolved once per query through the video metadata endpoint
+    (`lookup`, when the caller shares one call between its uses).
     """
     fallback: SourceVideo | None = None
     fallback_error: str | None = None
     if any(hit.source is None for hit in hits):
         try:
-            fallback = api.video_metadata(query.video_no, query.unique_id, deadline).source
+            if lookup is None:
+                answer = api.video_metadata(query.video_no, query.unique_id, deadline)
+            else:
+                answer = lookup(deadline)
+            fallback = answer.source
         except PermanentError as error:
             fallback_error = f"location unresolved: {error.reason}"
         if fallback is None and fallback_error is None:
@@ -257,7 +308,7 @@ class ClipFetcher:
         api: SearchApi,
         results: ResultStore,
         gcs: RangeOpener,
-        download: RangeOpener,
+        download: SourceOpener,
         fallback: Fetcher,
         *,
         allowed_buckets: frozenset[str],
@@ -290,7 +341,8 @@ class ClipFetcher:
     def fetch(
         self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
     ) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
+        lookup = MetadataOnce(self._api, query, spend)
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline, lookup)
         context = _context(query.object)
         clips: dict[int, ClipResult] = {}
         by_source: dict[SourceVideo, list[int]] = {}
@@ -301,7 +353,9 @@ class ClipFetcher:
                 by_source.setdefault(source, []).append(i)
         fallbacks: dict[int, _Fallback] = {}
         for source, indexes in by_source.items():
-            cut = self._cut_source(source, [hits[i] for i in indexes], deadline, context, spend)
+            cut = self._cut_source(
+                source, [hits[i] for i in indexes], deadline, context, spend, lookup
+            )
             for i, outcome in zip(indexes, cut, strict=True):
                 if isinstance(outcome, Artifact):
                     clips[i] = ClipResult(i + 1, hits[i], source, outcome, None)
@@ -334,10 +388,11 @@ class ClipFetcher:
         deadline: float,
         context: dict[str, Any],
         spend: VendorSpend | None,
+        lookup: MetadataLookup,
     ) -> list[Artifact | _Fallback]:
         """Every hit on one source, cut or with why not; only transient failures raise."""
         try:
-            return self._cut_all(source, hits, deadline, context, spend)
+            return self._cut_all(source, hits, deadline, context, spend, lookup)
         except ClipUnavailable as error:
             if error.transient and self._clock() < deadline:
                 raise TransientError(f"reading {source.uri}: {error.message}") from None
@@ -357,14 +412,14 @@ class ClipFetcher:
             )
             return [_Fallback(ENGINE_ERROR, where_raised(error))] * len(hits)
 
-    def _open(self, source: SourceVideo, deadline: float) -> RangeSource:
+    def _open(self, source: SourceVideo, deadline: float, lookup: MetadataLookup) -> RangeSource:
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
             ranged = self._gcs.open_range(source, deadline)
             if ranged is not None:
                 return ranged
             if self._source_mode is FetchSource.GCS:
                 raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "not readable in GCS")
-        ranged = self._download.open_range(source, deadline)
+        ranged = self._download.open_range(source, deadline, video=lookup)
         if ranged is None:
             raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "no download route")
         return ranged
@@ -390,10 +445,11 @@ class ClipFetcher:
         deadline: float,
         context: dict[str, Any],
         spend: VendorSpend | None,
+        lookup: MetadataLookup,
     ) -> list[Artifact | _Fallback]:
         if self._clock() >= deadline:
             return [_Fallback(DEADLINE_EXCEEDED, OUT_OF_TIME)] * len(hits)
-        ranged = self._open(source, deadline)
+        ranged = self._open(source, deadline, lookup)
         key = ranged.cache_key
         version = key.rsplit("#", 1)[-1] if key and "#" in key else "download"
         sidecar = self._warm_cache(key, deadline)

@@ -37,6 +37,7 @@ METRIC_FIELDS = (
     "vendor_requests",
     "vendor_bytes",
     "vendor_restarts",
+    "vendor_metadata_calls",
     "route",
     "range_honoured",
     "source_bytes",

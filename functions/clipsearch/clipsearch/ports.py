@@ -114,6 +114,23 @@ class RangeOpener(Protocol):
         ...
 
 
+MetadataLookup = Callable[[float], VideoMetadata]
+
+
+class SourceOpener(Protocol):
+    """The API path's clip source (clipsearch.copies.SourceCopies)."""
+
+    def open_range(
+        self,
+        source: SourceVideo,
+        deadline: float | None = None,
+        video: MetadataLookup | None = None,
+    ) -> RangeSource | None:
+        """As RangeOpener; `video` answers the metadata endpoint for the query's video (one
+        paced call per event), which an existing copy must agree with to be cut from."""
+        ...
+
+
 class Publisher(Protocol):
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         """Publish and wait for the server's message id."""
