@@ -17,9 +17,9 @@ from clipsearch.adapters.gcs import GcsResultStore
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import ClipReason, ClipSource, ClipUnavailable, IndexCache
 from clipsearch.copies import SourceCopies
-from clipsearch.core.sourcecopy import META_CHECKED, Route
+from clipsearch.core.sourcecopy import META_CHECKED, META_DURATION, META_VERSION, Route
 from clipsearch.errors import Reason
-from clipsearch.model import SourceVideo
+from clipsearch.model import SourceVideo, VideoMetadata
 from clipsearch.retry import RetryPolicy
 from clipsearch_dev.media import VideoInfo, make_video
 from clipsearch_dev.standin import StandinServer
@@ -336,3 +336,116 @@ def test_copy_mode_holds_the_cap_while_streaming_too(
         assert "per-query fetch cap" in (clip.fetch_error or "")  # told before or while streaming
         assert server.stats.download_bytes < 50_000 + 16 * 1024 * 1024
     assert list(storage_client.bucket(results).list_blobs(prefix="clipsearch/videos/")) == []
+
+
+def metadata_of(copies: SourceCopies, video_no: str = "V1"):
+    """A query's metadata look-up, as clipsearch.fetch.MetadataOnce gives SourceCopies."""
+    api = copies._vendor  # the same HttpSearchApi
+
+    def lookup(deadline: float) -> VideoMetadata:
+        return api.video_metadata(video_no, "default", deadline)  # type: ignore[attr-defined]
+
+    return lookup
+
+
+def test_a_source_replaced_at_the_vendor_within_the_recheck_interval_is_copied_again(
+    storage_client, source_bucket, results, video, tmp_path
+):
+    source = SourceVideo(source_bucket.name, "V1.mp4")
+    other = make_video(tmp_path / "other.mp4", seconds=12, width=160, height=120)
+    source_bucket.blob("staging/other.mp4").upload_from_filename(str(other.path))
+    with standin(storage_client) as server:
+        server.register_video("V1", source_bucket.name, "V1.mp4")
+        copies, _ = copies_for(server, storage_client, results)  # recheck: 1 h, never due here
+        first = copies.open_range(source, far(), video=metadata_of(copies))
+        assert (first.vendor_requests, first.vendor_bytes) == (1, video.path.stat().st_size)
+        steady = copies.open_range(source, far(), video=metadata_of(copies))
+        assert (steady.vendor_requests, steady.vendor_bytes) == (0, 0)
+        assert steady.cache_key == first.cache_key
+        assert server.stats.requests.get("get_metadata") == 2  # one per query
+        stored = storage_client.bucket(results).get_blob("clipsearch/videos/" + source.uri[5:])
+        assert float(stored.metadata[META_DURATION]) == pytest.approx(20.0, abs=0.2)
+
+        # The vendor replaces the file under the same video_no (same blob, new bytes).
+        replaced = server.replace_video("V1", source_bucket.name, "staging/other.mp4")
+        assert replaced.duration == pytest.approx(12.0, abs=0.2)
+        second = copies.open_range(source, far(), video=metadata_of(copies))
+        assert second.cache_key != first.cache_key  # clips get new names: none reused
+        assert second.size == other.path.stat().st_size
+        assert (second.vendor_requests, second.vendor_bytes) == (1, other.path.stat().st_size)
+        assert cut_one(second, tmp_path) > 0
+        third = copies.open_range(source, far(), video=metadata_of(copies))
+        assert (third.vendor_requests, third.cache_key) == (0, second.cache_key)
+        assert server.stats.requests.get("download") == 2
+        assert server.stats.requests.get("get_metadata") == 4
+    copy = storage_client.bucket(results).get_blob("clipsearch/videos/" + source.uri[5:])
+    assert copy.download_as_bytes() == other.path.read_bytes()
+    assert float(copy.metadata[META_DURATION]) == pytest.approx(12.0, abs=0.2)
+
+
+def test_another_instance_meets_the_replaced_source_too(
+    storage_client, source_bucket, results, video, tmp_path
+):
+    """What one instance learnt is not what protects the others: the copy's record is."""
+    source = SourceVideo(source_bucket.name, "V1.mp4")
+    other = make_video(tmp_path / "other.mp4", seconds=12, width=160, height=120)
+    source_bucket.blob("staging/other.mp4").upload_from_filename(str(other.path))
+    with standin(storage_client) as server:
+        server.register_video("V1", source_bucket.name, "V1.mp4")
+        maker, _ = copies_for(server, storage_client, results)
+        first = maker.open_range(source, far(), video=metadata_of(maker))
+        server.replace_video("V1", source_bucket.name, "staging/other.mp4")
+        fresh, _ = copies_for(server, storage_client, results)
+        second = fresh.open_range(source, far(), video=metadata_of(fresh))
+        assert second.cache_key != first.cache_key
+        assert second.size == other.path.stat().st_size
+        assert server.stats.requests.get("download") == 2
+
+
+def test_a_copy_made_without_the_record_gains_it_at_the_next_check_without_a_download(
+    storage_client, source_bucket, results, video
+):
+    source = SourceVideo(source_bucket.name, "V1.mp4")
+    with standin(storage_client) as server:
+        server.register_video("V1", source_bucket.name, "V1.mp4")
+        copies, _ = copies_for(server, storage_client, results)
+        first = copies.open_range(source, far())  # no query to ask about: nothing recorded
+        name = "clipsearch/videos/" + source.uri[5:]
+        assert META_DURATION not in storage_client.bucket(results).get_blob(name).metadata
+        later, _ = copies_for(server, storage_client, results)
+        checked = later.open_range(source, far(), video=metadata_of(later))
+        # One request for one byte: the validators agree, so the record is added, no download.
+        assert (checked.vendor_requests, checked.vendor_bytes) == (1, 1)
+        assert checked.cache_key == first.cache_key  # its clips keep their names
+        meta = storage_client.bucket(results).get_blob(name).metadata
+        assert float(meta[META_DURATION]) == pytest.approx(20.0, abs=0.2)
+        assert first.cache_key.endswith("#" + meta[META_VERSION])
+        again = later.open_range(source, far(), video=metadata_of(later))
+        assert (again.vendor_requests, again.cache_key) == (0, first.cache_key)
+        assert server.stats.download_bytes == video.path.stat().st_size + 1
+
+
+def test_a_failed_metadata_call_falls_back_to_the_validator_check(
+    storage_client, source_bucket, results, video, tmp_path, caplog
+):
+    source = SourceVideo(source_bucket.name, "V1.mp4")
+    other = make_video(tmp_path / "other.mp4", seconds=12, width=160, height=120)
+    source_bucket.blob("staging/other.mp4").upload_from_filename(str(other.path))
+    with standin(storage_client) as server:
+        server.register_video("V1", source_bucket.name, "V1.mp4")
+        copies, _ = copies_for(server, storage_client, results)
+        first = copies.open_range(source, far(), video=metadata_of(copies))
+        server.knobs.merge({"fail_next": ["get_metadata:503"] * 3})  # every retry fails
+        caplog.set_level(logging.INFO)
+        unchanged = copies.open_range(source, far(), video=metadata_of(copies))
+        assert (unchanged.vendor_requests, unchanged.vendor_bytes) == (1, 1)  # the one byte
+        assert unchanged.cache_key == first.cache_key
+        assert "get_metadata for" in caplog.text
+        # Changed while the metadata endpoint fails: the validators tell, and it is copied again.
+        server.replace_video("V1", source_bucket.name, "staging/other.mp4")
+        server.knobs.merge({"fail_next": ["get_metadata:503"] * 3})
+        changed = copies.open_range(source, far(), video=metadata_of(copies))
+        assert changed.cache_key != first.cache_key
+        assert changed.size == other.path.stat().st_size
+        assert changed.vendor_requests == 2  # the check, then the new copy
+    assert KEY not in caplog.text

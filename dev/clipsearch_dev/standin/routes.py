@@ -296,6 +296,25 @@ class ApiRoutes:
             return admin_error(f"cannot register video: {exc}")
         return Response(json.dumps(meta.as_json()), mimetype="application/json")
 
+    def _admin_replace(self) -> Response:
+        """A new file under a registered video_no: {"video_no", "bucket", "blob"} name the
+        object whose bytes replace the video's (its own bucket/blob stay)."""
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            return admin_error("expected a JSON object")
+        try:
+            meta = self.videos.replace_video(
+                str(body["video_no"]),
+                str(body["bucket"]),
+                str(body["blob"]),
+                unique_id=str(body.get("unique_id") or "default"),
+            )
+        except KeyError as exc:
+            return admin_error(f"unknown video or missing field {exc}")
+        except Exception as exc:
+            return admin_error(f"cannot replace video: {exc}")
+        return Response(json.dumps(meta.as_json()), mimetype="application/json")
+
     def _admin_status(self) -> Response:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):

@@ -158,6 +158,12 @@ class StandinServer(ApiRoutes):
         """Read the MP4 from Cloud Storage and index it, as the vendor's parse step would."""
         return self.videos.register_video(video_no, bucket, blob, unique_id, status)
 
+    def replace_video(
+        self, video_no: str, from_bucket: str, from_blob: str, unique_id: str = "default"
+    ) -> VideoMeta:
+        """A new file under the same video_no (VideoRegistry.replace_video)."""
+        return self.videos.replace_video(video_no, from_bucket, from_blob, unique_id)
+
     def set_status(self, video_no: str, status: str, unique_id: str = "default") -> None:
         self.videos.set_status(video_no, status, unique_id)
 
@@ -221,4 +227,5 @@ class StandinServer(ApiRoutes):
         app.add_url_rule("/_standin/stats", view_func=self._admin_stats, methods=["GET"])
         app.add_url_rule("/_standin/videos", view_func=self._admin_videos, methods=["POST"])
         app.add_url_rule("/_standin/status", view_func=self._admin_status, methods=["POST"])
+        app.add_url_rule("/_standin/replace", view_func=self._admin_replace, methods=["POST"])
         return app

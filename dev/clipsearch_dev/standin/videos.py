@@ -84,6 +84,27 @@ class VideoRegistry:
         log.info("registered video %s/%s status=%s", unique_id, video_no, status)
         return meta
 
+    def replace_video(
+        self, video_no: str, from_bucket: str, from_blob: str, unique_id: str = "default"
+    ) -> VideoMeta:
+        """Replace a registered video's file under the same video_no, as a re-upload at the
+        vendor would: the object `from_bucket/from_blob` is written over the video's own blob
+        (new bytes, new generation: new ETag and Last-Modified on downloads) and indexed
+        again (`get_metadata` reports the new duration)."""
+        video = self.get(unique_id, video_no)
+        if video is None:
+            raise KeyError(video_no)
+        meta = video.meta
+        with tempfile.TemporaryDirectory(prefix="standin-") as tmp:
+            path = Path(tmp) / "video.mp4"
+            self._storage.bucket(from_bucket).blob(from_blob).download_to_filename(str(path))
+            target = self._storage.bucket(meta.bucket).blob(meta.blob)
+            target.upload_from_filename(str(path), content_type="video/mp4")
+        log.info(
+            "replaced video %s/%s with gs://%s/%s", unique_id, video_no, from_bucket, from_blob
+        )
+        return self.register_video(video_no, meta.bucket, meta.blob, unique_id, meta.status)
+
     def set_status(self, video_no: str, status: str, unique_id: str = "default") -> None:
         if status not in STATUSES:
             raise ValueError(f"status must be one of {sorted(STATUSES)}")
