@@ -720,3 +720,34 @@ def test_api_key_never_reaches_the_logs(
     assert "search_clips_by_image" in caplog.text  # the requests were logged...
     assert API_KEY not in caplog.text  # ...without the key
     assert API_KEY not in repr(server)
+
+
+def test_a_video_replaced_under_the_same_video_no(
+    server: StandinServer, bucket: storage.Bucket, videos: dict[str, VideoInfo]
+) -> None:
+    """A re-upload at the vendor: new bytes under the same blob, a new duration reported."""
+    server.knobs.download_rate_per_min = None
+    bucket.blob("VI_REPLACE.mp4").upload_from_filename(str(videos[V60].path))
+    server.register_video("VI_REPLACE", BUCKET, "VI_REPLACE.mp4")
+    before = _download(server, blob="VI_REPLACE.mp4")
+    assert envelope(_get(server, "get_metadata", video_no="VI_REPLACE"))["data"][
+        "duration"
+    ] == pytest.approx(60, abs=0.2)
+    replaced = requests.post(
+        f"{server.root_url}/_standin/replace",
+        json={"video_no": "VI_REPLACE", "bucket": BUCKET, "blob": f"{V600}.mp4"},
+        timeout=60,
+    )
+    assert replaced.status_code == 200
+    assert replaced.json()["blob"] == "VI_REPLACE.mp4"  # the video's own location stays
+    data = envelope(_get(server, "get_metadata", video_no="VI_REPLACE"))["data"]
+    assert data["duration"] == pytest.approx(600, abs=0.2)
+    after = _download(server, blob="VI_REPLACE.mp4")
+    assert after.content == Path(videos[V600].path).read_bytes()
+    assert after.headers["ETag"] != before.headers["ETag"]
+    unknown = requests.post(
+        f"{server.root_url}/_standin/replace",
+        json={"video_no": "VI_NOBODY", "bucket": BUCKET, "blob": f"{V600}.mp4"},
+        timeout=10,
+    )
+    assert unknown.status_code == 400

@@ -5,7 +5,9 @@ really searches them (see `index.py`), enforces the documented validation rules,
 limits and credits, and lets tests inject the failures the real service is known to produce
 and pick the variants its pages leave open. The parts: `routes.py` (the endpoints),
 `ratelimits.py`, `faults.py` (knobs, injected failures, profiles), `stats.py` (what it did and
-billed), `videos.py` (what it has indexed), `wire.py` (envelopes, messages, ranges).
+billed), `videos.py` (what it has indexed; `replace_video` / `POST /_standin/replace` puts a
+new file under a registered video_no, as a re-upload at the vendor would: new bytes, new
+`get_metadata` duration), `wire.py` (envelopes, messages, ranges).
 """
 
 from __future__ import annotations
