@@ -56,6 +56,11 @@ bench-coldstart: bytecode
 bench-scaling: bytecode
 	$(BIN)/python -m bench.scaling $(if $(LENGTHS),--lengths $(LENGTHS))
 
+# Clip mode on the API path at the vendor's limits (docs/benchmarks.md "Vendor download path").
+.PHONY: bench-vendor
+bench-vendor: $(STAMP)
+	$(BIN)/python -m bench.vendor $(if $(BEFORE),--before $(BEFORE))
+
 # Re-resolve the locked dependencies; the deploy root's requirements.txt is generated from them.
 lock: $(STAMP)
 	$(BIN)/uv pip compile -q --python-version 3.11 --extra dev pyproject.toml -o requirements/dev.lock

@@ -56,6 +56,7 @@ locals {
     # account-wide budget is split over exactly the instances that can exist.
     CLIPSEARCH_SEARCH_RATE_PER_S     = tostring(var.search_rate_per_s)
     CLIPSEARCH_DOWNLOAD_RATE_PER_MIN = tostring(var.download_rate_per_min)
+    CLIPSEARCH_METADATA_RATE_PER_S   = tostring(var.metadata_rate_per_s)
     CLIPSEARCH_MAX_INSTANCES         = tostring(var.max_instances)
     # The idempotency lease and the event deadline follow the platform's timeout.
     CLIPSEARCH_FUNCTION_TIMEOUT_S = tostring(var.timeout_seconds)
@@ -63,5 +64,7 @@ locals {
     CLIPSEARCH_MAX_ATTEMPTS       = tostring(var.max_attempts)
     CLIPSEARCH_UNINDEXED_WINDOW_S = tostring(var.unindexed_window_s)
     CLIPSEARCH_MAX_FETCH_BYTES    = tostring(var.max_fetch_bytes)
+    CLIPSEARCH_RANGED_ABOVE_BYTES = tostring(var.ranged_above_bytes)
+    CLIPSEARCH_SOURCE_RECHECK_S   = tostring(var.source_recheck_s)
   }
 }

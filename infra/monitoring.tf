@@ -251,6 +251,49 @@ resource "google_logging_metric" "latency" {
   depends_on = [google_project_service.this]
 }
 
+# The vendor's download endpoint: its requests are the scarce resource (the account's
+# download_rate_per_min), its bytes are billed per GB. One download_request line per request
+# (a whole-source copy, a resume, a recheck, a ranged read); each outcome line carries the
+# bytes its query downloaded (0 in the steady state: clips are cut from our copy).
+resource "google_logging_metric" "vendor_download_requests" {
+  name        = "${var.name_prefix}/vendor_download_requests"
+  description = "Requests to the vendor's download endpoint (counted against the account's download rate)."
+  filter      = "${local.function_resource} AND jsonPayload.event=\"download_request\""
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "INT64"
+    unit         = "1"
+    display_name = "clipsearch vendor download requests"
+  }
+
+  depends_on = [google_project_service.this]
+}
+
+resource "google_logging_metric" "vendor_bytes" {
+  name            = "${var.name_prefix}/vendor_bytes"
+  description     = "Bytes each query downloaded from the vendor (billed per GB), from the outcome line."
+  filter          = "${local.function_resource} AND jsonPayload.event=\"outcome\""
+  value_extractor = "EXTRACT(jsonPayload.vendor_bytes)"
+
+  metric_descriptor {
+    metric_kind  = "DELTA"
+    value_type   = "DISTRIBUTION"
+    unit         = "By"
+    display_name = "clipsearch vendor bytes per query"
+  }
+
+  bucket_options {
+    exponential_buckets {
+      num_finite_buckets = 32
+      growth_factor      = 2
+      scale              = 1024
+    }
+  }
+
+  depends_on = [google_project_service.this]
+}
+
 # ---- Notification channels ----------------------------------------------------------------
 
 resource "google_monitoring_notification_channel" "email" {
@@ -674,6 +717,7 @@ resource "google_monitoring_dashboard" "clipsearch" {
     region              = var.region
     dead_letter_sub     = local.names.dead_letter_sub
     search_rate_per_min = var.search_rate_per_s * 60
+    download_rate_limit = var.download_rate_per_min
     max_instances       = var.max_instances
     timeout_ms          = var.timeout_seconds * 1000
   })
@@ -688,5 +732,7 @@ resource "google_monitoring_dashboard" "clipsearch" {
     google_logging_metric.clip_fallbacks,
     google_logging_metric.clip,
     google_logging_metric.latency,
+    google_logging_metric.vendor_download_requests,
+    google_logging_metric.vendor_bytes,
   ]
 }

@@ -390,6 +390,16 @@ variable "download_rate_per_min" {
   }
 }
 
+variable "metadata_rate_per_s" {
+  description = "CLIPSEARCH_METADATA_RATE_PER_S: the account-wide status look-up (get_metadata) rate limit, split over max_instances like the search rate."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.metadata_rate_per_s > 0
+    error_message = "metadata_rate_per_s must be > 0."
+  }
+}
+
 variable "max_event_age_s" {
   description = "CLIPSEARCH_MAX_EVENT_AGE_S: an upload older than this (seconds) ends in the error outcome event_too_old instead of being retried again."
   type        = number
@@ -427,6 +437,26 @@ variable "max_fetch_bytes" {
   validation {
     condition     = var.max_fetch_bytes >= 1
     error_message = "max_fetch_bytes must be positive."
+  }
+}
+
+variable "ranged_above_bytes" {
+  description = "CLIPSEARCH_RANGED_ABOVE_BYTES: on the API path, a source larger than this (when the download endpoint honours Range) is read by ranged vendor requests instead of being copied whole into the results bucket once."
+  type        = number
+  default     = 4294967296
+  validation {
+    condition     = var.ranged_above_bytes >= 0
+    error_message = "ranged_above_bytes must be >= 0."
+  }
+}
+
+variable "source_recheck_s" {
+  description = "CLIPSEARCH_SOURCE_RECHECK_S: on the API path, a source's copy is rechecked with the vendor (one download request for its first byte) at most this often; a changed source is copied again."
+  type        = number
+  default     = 3600
+  validation {
+    condition     = var.source_recheck_s >= 0
+    error_message = "source_recheck_s must be >= 0."
   }
 }
 

@@ -15,6 +15,7 @@ from clipsearch.core.clipmeta import parse_clip_metadata
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Artifact, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.ports import MetadataLookup
 
 
 @dataclass
@@ -145,7 +146,12 @@ class FileSources:
         self.files = files or {}
         self.opened: list[FileRangeSource] = []
 
-    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource | None:
+    def open_range(
+        self,
+        source: SourceVideo,
+        deadline: float | None = None,
+        video: MetadataLookup | None = None,
+    ) -> RangeSource | None:
         path = self.files.get(source)
         if path is None:
             return None

@@ -80,6 +80,11 @@ class StackOptions:
     # ask for (poison drills); never the default.
     inject_bugs: bool = False
     function_root: Path = field(default_factory=_function_root)
+    # Which reading of the vendor's open behaviours the stand-in plays (standin/faults.py
+    # PROFILES): `Range` honoured or ignored, chunked bodies, ...
+    standin_profile: str = field(
+        default_factory=lambda: os.environ.get("CLIPSEARCH_STANDIN_PROFILE") or "default"
+    )
     state_dir: Path = REPO / ".devstack"
 
 
@@ -128,7 +133,10 @@ class LocalStack:
         for bucket in (names.query_bucket, names.results_bucket, names.source_bucket):
             self.storage.create_bucket(bucket)
         self.standin = StandinServer(
-            self.storage, api_key=LOCAL_API_KEY, search_rate_per_s=self.options.search_rate_per_s
+            self.storage,
+            api_key=LOCAL_API_KEY,
+            search_rate_per_s=self.options.search_rate_per_s,
+            profile=self.options.standin_profile,
         )
         self.standin.start()
         self.env = {

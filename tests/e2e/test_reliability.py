@@ -201,8 +201,9 @@ def test_lost_answers_end_in_one_error_and_are_never_billed_twice(stack, video, 
 
 
 def test_a_search_the_vendor_is_already_handling_is_never_sent_again(stack, video, collector):
-    # 0409: "already being handled: never double-submit". The vendor has the request in
-    # flight (and will bill it), so a second send could pay twice: the query ends unconfirmed.
+    # 0409: "Duplicate requests are not allowed". Only an earlier send of ours can be the
+    # duplicate, and it may have been billed, so a second send could pay twice: the query
+    # ends unconfirmed.
     stack.standin.knobs.merge({"fail_next": ["search:0409"], "bill_abandoned": True})
     key = _drop_for_fault(stack, video, "0409 duplicate")
     outcome = exactly_one_each(collector, [key], timeout_s=90)[key]

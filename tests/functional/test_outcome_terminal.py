@@ -16,6 +16,7 @@ from clipsearch.clipping import FileRangeSource, RangeSource
 from clipsearch.errors import PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
 from clipsearch.model import Hit, SourceVideo
+from clipsearch.ports import MetadataLookup
 from clipsearch_dev.media import make_video
 from tests.fakes import FakeSearchApi, FileSources, MemoryRecordStore
 from tests.functional.conftest import API_KEY
@@ -244,7 +245,12 @@ class BrokenSource(FileRangeSource):
 
 
 class BrokenSources(FileSources):
-    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource | None:
+    def open_range(
+        self,
+        source: SourceVideo,
+        deadline: float | None = None,
+        video: MetadataLookup | None = None,
+    ) -> RangeSource | None:
         path = self.files.get(source)
         return None if path is None else BrokenSource(path, cache_key=f"{source.uri}#1")
 

@@ -198,6 +198,28 @@ def test_clip_and_rate_wait_metrics_read_contract_fields() -> None:
     assert _matching(entry) == {"acme-clipsearch/rate_wait_s"}
 
 
+def test_vendor_download_metrics_read_the_lines_the_function_writes(make_harness: Any) -> None:
+    """Each download-endpoint request is a download_request line; each outcome line carries
+    the bytes its query downloaded (0 when nothing came from the vendor)."""
+    import logging  # noqa: PLC0415
+
+    record = logging.LogRecord(
+        "clipsearch", logging.INFO, __file__, 1, "download request", None, None
+    )
+    record.event = "download_request"
+    entry = logfilter.to_log_entry(json.loads(logs.JsonFormatter().format(record)), SERVICE)
+    assert _matching(entry) == {"acme-clipsearch/vendor_download_requests"}
+
+    harness = make_harness(FakeSearchApi(HITS), CLIPSEARCH_FETCH_MODE="none")
+    assert harness.deliver("a.jpg", image_bytes()).status_code == 200
+    outcome = _outcome(_entries(harness))
+    metric = _metrics()["acme-clipsearch/vendor_bytes"]
+    assert metric["kind"] == "DISTRIBUTION"
+    assert logfilter.matches(metric["filter"], outcome)
+    assert logfilter.extract(metric["value"], outcome) == "0"
+    assert outcome["jsonPayload"]["vendor_requests"] == 0
+
+
 def test_filters_and_extractors_use_only_fields_the_function_logs() -> None:
     known = set(logs.CONTEXT_FIELDS) | set(logs.METRIC_FIELDS) | {"message", "logger"}
     for name, metric in _metrics().items():
@@ -318,6 +340,7 @@ def _dashboard() -> dict[str, Any]:
         "region": "us-central1",
         "dead_letter_sub": "acme-clipsearch-results-dead-letter",
         "search_rate_per_min": "60",
+        "download_rate_limit": "12",
         "max_instances": "1",
         "timeout_ms": "540000",
     }
@@ -349,7 +372,14 @@ def test_dashboard_references_only_existing_metrics_and_shows_each() -> None:
         shown.add(mtype)
     assert user <= shown, f"metrics not on the dashboard: {sorted(user - shown)}"
     titles = " ".join(t["widget"]["title"] for t in dashboard["mosaicLayout"]["tiles"]).lower()
-    for topic in ("outcomes by reason", "searches sent", "latency by stage", "clip bytes"):
+    for topic in (
+        "outcomes by reason",
+        "searches sent",
+        "latency by stage",
+        "clip bytes",
+        "vendor download requests",
+        "vendor bytes",
+    ):
         assert topic in titles, topic
     for topic in ("fallbacks", "instances", "backlog"):
         assert topic in titles, topic

@@ -28,6 +28,7 @@ from clipsearch.clipping import ClipReason, ClipUnavailable
 from clipsearch.errors import AnswerLost, ClipSearchError, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Claim, Idempotency, Record
 from clipsearch.model import Query, QueryObject, SourceVideo
+from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes
 from clipsearch_dev.standin import StandinServer
@@ -312,8 +313,9 @@ def test_failures_the_vendor_answered_are_retried_then_succeed(standin, sample_v
 def test_a_search_the_vendor_is_already_handling_is_never_sent_again(
     standin, sample_video, failure
 ):
-    """0409: "duplicate request not allowed — already being handled: never double-submit".
-    An earlier request of ours may run and be billed: the query ends search_unconfirmed."""
+    """0409: "Duplicate requests are not allowed" (all the vendor's pages say). Only an earlier
+    send of ours can be the duplicate, and it may have run and been billed: the query ends
+    search_unconfirmed."""
     standin.knobs.merge({"fail_next": [failure], "bill_abandoned": True})
     with pytest.raises(PermanentError) as info:
         client_for(standin).search(query(), query_image_bytes(sample_video.path, 5.0), far())
@@ -617,3 +619,40 @@ def test_a_download_dropped_or_trickling_mid_body_is_a_transient_failure(storage
     assert "streaming gs://b/v.mp4" in info.value.message
     assert KEY not in info.value.message
     assert late < 1.0, f"the download ran {late:.1f}s past the event's deadline"
+
+
+class _CountingLimiter(RateLimiter):
+    def __init__(self) -> None:
+        super().__init__(1000.0, what="test")
+        self.acquired = 0
+
+    def acquire(self, deadline: float) -> float:
+        self.acquired += 1
+        return super().acquire(deadline)
+
+
+def test_every_metadata_look_up_waits_for_its_own_rate_slot(standin):
+    """get_metadata has its own documented limit (status look-ups, 1/s): it is paced too."""
+    limiter = _CountingLimiter()
+    api = HttpSearchApi(
+        new_session(),
+        api_key=KEY,
+        base_url=standin.base_url,
+        download_base_url=standin.base_url,
+        timeouts=(2, 10),
+        retry=RetryPolicy(3, 30, base_delay_s=0.05, max_delay_s=0.2),
+        logger=logging.getLogger("test"),
+        metadata_limiter=limiter,
+    )
+    standin.knobs.merge({"fail_next": ["get_metadata:503"]})
+    assert api.video_metadata("V1", "default", far()).status == "PARSE"
+    assert limiter.acquired == 2  # the retry waited for a slot as well
+
+
+@pytest.mark.parametrize("shape", ["object", "null"])
+def test_a_success_without_a_list_of_hits_is_zero_hits(standin, sample_video, shape):
+    """An older page's example answers `"data": {}`: a search that found nothing, billed once."""
+    standin.knobs.merge({"search_data": shape})
+    hits = client_for(standin).search(query(), query_image_bytes(sample_video.path, 5.0), far())
+    assert hits == []
+    assert standin.stats.billed_searches == 1

@@ -19,6 +19,7 @@ from PIL import Image
 
 from clipsearch_dev.media import VideoInfo, make_video, query_image_bytes, read_frame_code
 from clipsearch_dev.standin import StandinServer
+from clipsearch_dev.standin import routes as standin_routes
 from clipsearch_dev.standin import server as standin_server
 
 pytestmark = pytest.mark.integration
@@ -501,7 +502,7 @@ def test_download_streams_in_chunks(
     server: StandinServer, videos: dict[str, VideoInfo], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server.knobs.download_rate_per_min = None
-    monkeypatch.setattr(standin_server, "DOWNLOAD_CHUNK", 64 * 1024)
+    monkeypatch.setattr(standin_routes, "DOWNLOAD_CHUNK", 64 * 1024)
     expected = Path(videos[V600].path).read_bytes()
     assert len(expected) > 3 * 64 * 1024
     resp = _download(server, rng=f"bytes=1000-{len(expected) - 1000}", blob=f"{V600}.mp4")
@@ -561,6 +562,94 @@ def test_download_rate_limit(server: StandinServer) -> None:
     limited = _download(server, rng="bytes=0-0")
     assert_error(limited, "0429")
     assert 1 <= int(limited.headers["Retry-After"]) <= 60
+
+
+# -- what the vendor's pages leave open ----------------------------------------------------
+
+
+def test_range_ignored_answers_200_with_the_whole_file(
+    server: StandinServer, videos: dict[str, VideoInfo]
+) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "range_honoured": False})
+    expected = Path(videos[V60].path).read_bytes()
+    resp = _download(server, rng="bytes=10-19")
+    assert resp.status_code == 200
+    assert resp.content == expected
+    assert "Content-Range" not in resp.headers
+    assert "Accept-Ranges" not in resp.headers
+    assert server.stats.download_bytes == len(expected)  # billed for all of it
+
+
+def test_chunked_bodies_carry_no_length(
+    server: StandinServer, videos: dict[str, VideoInfo]
+) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "chunked": True})
+    expected = Path(videos[V60].path).read_bytes()
+    resp = _download(server)
+    assert resp.status_code == 200
+    assert "Content-Length" not in resp.headers
+    assert resp.headers.get("Transfer-Encoding") == "chunked"
+    assert resp.content == expected
+    ranged = _download(server, rng="bytes=100-199")
+    assert ranged.status_code == 206
+    assert "Content-Length" not in ranged.headers
+    assert ranged.content == expected[100:200]
+
+
+def test_downloads_carry_validators_of_the_stored_file(server: StandinServer) -> None:
+    server.knobs.download_rate_per_min = None
+    first = _download(server, rng="bytes=0-0")
+    again = _download(server, rng="bytes=0-0")
+    assert first.headers["ETag"] == again.headers["ETag"]
+    assert first.headers["Last-Modified"]
+
+
+def test_a_body_can_be_cut_after_n_bytes(server: StandinServer) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "fail_next": ["download:drop_after:1000"]})
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        _download(server).content  # noqa: B018
+    assert server.stats.download_bytes == 1000
+    assert _download(server, rng="bytes=0-9").status_code == 206  # once only
+
+
+@pytest.mark.parametrize(("shape", "data"), [("object", {}), ("null", None)])
+def test_search_data_can_be_an_empty_object_or_null(
+    server: StandinServer, shape: str, data: Any
+) -> None:
+    server.knobs.merge({"search_data": shape})
+    body = envelope(search(server))
+    assert body["code"] == "0000"
+    assert body["data"] == data
+    assert server.stats.billed_searches == 1
+
+
+def test_v2_download_errors_use_the_http_status_as_code(server: StandinServer) -> None:
+    server.knobs.merge({"download_rate_per_min": None, "download_errors": "v2"})
+    missing = _download(server, blob="VI404.mp4")
+    assert missing.status_code == 400
+    assert missing.json()["code"] == 400
+    assert missing.json()["msg"] == "Resource does not exist"
+    server.knobs.merge({"credits": 0})
+    broke = _download(server)
+    assert broke.status_code == 402
+    assert broke.json() == {
+        "code": 402,
+        "msg": "Insufficient balance",
+        "data": None,
+        "success": False,
+        "failed": True,
+    }
+
+
+def test_profiles_set_the_defaults_reset_returns_to(gcs_client) -> None:
+    with StandinServer(gcs_client, api_key=API_KEY, profile="range-ignored-chunked") as srv:
+        assert srv.knobs.range_honoured is False
+        assert srv.knobs.chunked is True
+        srv.knobs.merge({"range_honoured": True})
+        srv.reset()
+        assert srv.knobs.range_honoured is False
+    with pytest.raises(ValueError, match="profile"):
+        StandinServer(gcs_client, api_key=API_KEY, profile="nope")
 
 
 # -- admin routes -------------------------------------------------------------------------
@@ -631,3 +720,34 @@ def test_api_key_never_reaches_the_logs(
     assert "search_clips_by_image" in caplog.text  # the requests were logged...
     assert API_KEY not in caplog.text  # ...without the key
     assert API_KEY not in repr(server)
+
+
+def test_a_video_replaced_under_the_same_video_no(
+    server: StandinServer, bucket: storage.Bucket, videos: dict[str, VideoInfo]
+) -> None:
+    """A re-upload at the vendor: new bytes under the same blob, a new duration reported."""
+    server.knobs.download_rate_per_min = None
+    bucket.blob("VI_REPLACE.mp4").upload_from_filename(str(videos[V60].path))
+    server.register_video("VI_REPLACE", BUCKET, "VI_REPLACE.mp4")
+    before = _download(server, blob="VI_REPLACE.mp4")
+    assert envelope(_get(server, "get_metadata", video_no="VI_REPLACE"))["data"][
+        "duration"
+    ] == pytest.approx(60, abs=0.2)
+    replaced = requests.post(
+        f"{server.root_url}/_standin/replace",
+        json={"video_no": "VI_REPLACE", "bucket": BUCKET, "blob": f"{V600}.mp4"},
+        timeout=60,
+    )
+    assert replaced.status_code == 200
+    assert replaced.json()["blob"] == "VI_REPLACE.mp4"  # the video's own location stays
+    data = envelope(_get(server, "get_metadata", video_no="VI_REPLACE"))["data"]
+    assert data["duration"] == pytest.approx(600, abs=0.2)
+    after = _download(server, blob="VI_REPLACE.mp4")
+    assert after.content == Path(videos[V600].path).read_bytes()
+    assert after.headers["ETag"] != before.headers["ETag"]
+    unknown = requests.post(
+        f"{server.root_url}/_standin/replace",
+        json={"video_no": "VI_NOBODY", "bucket": BUCKET, "blob": f"{V600}.mp4"},
+        timeout=10,
+    )
+    assert unknown.status_code == 400

@@ -68,6 +68,8 @@ def test_hits_are_sorted_by_score_and_camel_case_is_accepted():
 def test_missing_location_and_empty_data():
     assert api.interpret_search_response(200, {}, body({"code": "0000", "data": []})) == []
     assert api.interpret_search_response(200, {}, body({"code": "0000", "data": None})) == []
+    # An older page's example answers a success with `"data": {}`: no hits, not a lost answer.
+    assert api.interpret_search_response(200, {}, body({"code": "0000", "data": {}})) == []
 
 
 @pytest.mark.parametrize(
@@ -128,7 +130,7 @@ def test_http_transient_statuses(status):
     [
         b"{not json",
         b"",
-        body({"code": "0000", "data": {"not": "a list"}}),
+        body({"code": "0000", "data": {"not": "a list"}}),  # an object that is not empty
         body({"code": "0000", "data": ["x"]}),
         body({"code": "0000", "data": [{"start_time": 5, "end_time": 2, "score": 1}]}),
         body({"code": "0000", "data": [{"start_time": "nan", "end_time": 2, "score": 1}]}),
@@ -183,3 +185,28 @@ def test_download_error_json_is_classified():
     with pytest.raises(PermanentError) as info:
         api.interpret_download_error(200, {}, envelope("0001", "Resource does not exist"))
     assert "Resource does not exist" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("status", "doc", "expected"),
+    [
+        # v2: integer codes equal to the HTTP status they come with.
+        (404, {"code": 404, "msg": "Resource does not exist"}, Reason.API_REJECTED),
+        (400, {"code": 400, "msg": "bucket and blob cannot be empty"}, Reason.API_INVALID_REQUEST),
+        (402, {"code": 402, "msg": "Insufficient balance"}, Reason.API_INSUFFICIENT_CREDITS),
+        (200, {"code": 402, "msg": "Insufficient balance"}, Reason.API_INSUFFICIENT_CREDITS),
+        # v1: however it is coded, running out of balance is the account's credits.
+        (200, {"code": "0001", "msg": "Insufficient balance"}, Reason.API_INSUFFICIENT_CREDITS),
+        (200, {"code": "0402", "msg": "Insufficient balance"}, Reason.API_INSUFFICIENT_CREDITS),
+    ],
+)
+def test_download_errors_v1_and_v2(status, doc, expected):
+    with pytest.raises(PermanentError) as info:
+        api.interpret_download_error(status, {}, body(doc))
+    assert info.value.reason is expected
+
+
+@pytest.mark.parametrize("status", [429, 500])
+def test_v2_transient_download_errors(status):
+    with pytest.raises(TransientError):
+        api.interpret_download_error(status, {}, body({"code": status, "msg": "busy"}))

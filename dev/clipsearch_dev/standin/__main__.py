@@ -16,6 +16,7 @@ import threading
 import google.auth.credentials
 from google.cloud import storage
 
+from clipsearch_dev.standin.faults import PROFILES
 from clipsearch_dev.standin.server import StandinServer
 
 
@@ -28,6 +29,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--project", default="test")
     parser.add_argument("--search-rate-per-s", type=float, default=1.0)
+    parser.add_argument(
+        "--profile",
+        choices=sorted(PROFILES),
+        default=os.environ.get("CLIPSEARCH_STANDIN_PROFILE") or "default",
+        help="which reading of the vendor's open behaviours to play (faults.PROFILES)",
+    )
     args = parser.parse_args(argv)
     api_key = os.environ.get("STANDIN_API_KEY", "")
     if not api_key:
@@ -41,7 +48,11 @@ def main(argv: list[str] | None = None) -> None:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     server = StandinServer(
-        client, api_key=api_key, search_rate_per_s=args.search_rate_per_s, port=args.port
+        client,
+        api_key=api_key,
+        search_rate_per_s=args.search_rate_per_s,
+        profile=args.profile,
+        port=args.port,
     )
     with server:
         print(server.base_url, flush=True)

@@ -16,10 +16,11 @@ from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultSto
 from clipsearch.adapters.pubsub import BackgroundPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import ENGINE_MODULES, IndexCache
+from clipsearch.copies import SourceCopies
 from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
 from clipsearch.idempotency import Idempotency, RecordStore
-from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi
+from clipsearch.ports import Fetcher, Publisher, RangeOpener, ResultStore, SearchApi, SourceOpener
 from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
@@ -52,7 +53,7 @@ def build_service(
     storage_client: storage.Client | None = None,
     publisher: Publisher | None = None,
     api: SearchApi | None = None,
-    download: RangeOpener | None = None,
+    download: SourceOpener | None = None,
     records: RecordStore | None = None,
     logger: logging.Logger | None = None,
 ) -> ClipSearchService:
@@ -64,8 +65,9 @@ def build_service(
     if publisher is None:
         publisher = BackgroundPublisher()
     storage_client = storage_client or storage.Client(project=project)
+    vendor: HttpSearchApi | None = None
     if api is None:
-        api = download = HttpSearchApi(
+        api = vendor = HttpSearchApi(
             new_session(),
             api_key=settings.api_key,
             base_url=settings.api_base_url,
@@ -78,8 +80,25 @@ def build_service(
             download_limiter=RateLimiter(
                 settings.instance_download_rate, what="download", logger=logger
             ),
+            metadata_limiter=RateLimiter(
+                settings.instance_metadata_rate, what="get_metadata", logger=logger
+            ),
         )
     results = GcsResultStore(storage_client, settings.results_bucket)
+    if vendor is not None and download is None:
+        # The API path's clip source: one whole download per source into our bucket, then
+        # ranged reads of our copy (clipsearch/copies.py).
+        download = SourceCopies(
+            vendor,
+            results,
+            prefix=settings.results_prefix,
+            max_bytes=settings.max_fetch_bytes,
+            ranged_above_bytes=settings.ranged_above_bytes,
+            recheck_s=settings.source_recheck_s,
+            lease_s=settings.function_timeout_s,
+            max_restarts=settings.retry_attempts,
+            logger=logger,
+        )
     fetcher = build_fetcher(
         settings,
         api=api,
@@ -112,7 +131,7 @@ def build_fetcher(
     api: SearchApi,
     results: ResultStore,
     gcs: RangeOpener,
-    download: RangeOpener | None = None,
+    download: SourceOpener | None = None,
     logger: logging.Logger,
     mode: FetchMode | None = None,
 ) -> Fetcher:

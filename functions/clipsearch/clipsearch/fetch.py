@@ -13,16 +13,40 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from clipsearch import clipping
 from clipsearch.clipping import ClipReason, ClipUnavailable, IndexCache, RangeSource, SourceIndex
+from clipsearch.copies import KeyedSource
 from clipsearch.core.clipmeta import encode_clip_metadata
 from clipsearch.core.naming import clip_name, index_name, is_safe_blob_name, video_copy_name
-from clipsearch.errors import FetchRefused, PermanentError, TransientError, where_raised
-from clipsearch.model import Artifact, ClipResult, Hit, Query, QueryObject, SourceVideo
-from clipsearch.ports import Fetcher, RangeOpener, ResultStore, SearchApi
+from clipsearch.errors import (
+    OPERATOR_ALERT_REASONS,
+    FetchRefused,
+    PermanentError,
+    TransientError,
+    where_raised,
+)
+from clipsearch.logs import ALERT
+from clipsearch.model import (
+    Artifact,
+    ClipResult,
+    Hit,
+    Query,
+    QueryObject,
+    SourceVideo,
+    VideoMetadata,
+)
+from clipsearch.ports import (
+    Fetcher,
+    MetadataLookup,
+    RangeOpener,
+    ResultStore,
+    SearchApi,
+    SourceOpener,
+)
 from clipsearch.settings import FetchSource
+from clipsearch.spend import VendorSpend
 
 if TYPE_CHECKING:
     from clipsearch.clipping import ClipInfo, ClipSource
@@ -42,22 +66,58 @@ def _context(obj: QueryObject) -> dict[str, Any]:
     }
 
 
+class MetadataOnce:
+    """The query's video metadata: one paced get_metadata call per event, whoever asks
+    (locating hits without a location, checking a source copy), its answer or its failure
+    kept; each call counted in `spend` (the outcome line's `vendor_metadata_calls`)."""
+
+    def __init__(self, api: SearchApi, query: Query, spend: VendorSpend | None) -> None:
+        self._api = api
+        self._query = query
+        self._spend = spend
+        self._lock = threading.Lock()
+        self._answer: VideoMetadata | None = None
+        self._error: TransientError | PermanentError | None = None
+
+    def __call__(self, deadline: float) -> VideoMetadata:
+        with self._lock:
+            if self._answer is None and self._error is None:
+                if self._spend is not None:
+                    self._spend.add(metadata=1)
+                try:
+                    self._answer = self._api.video_metadata(
+                        self._query.video_no, self._query.unique_id, deadline
+                    )
+                except (TransientError, PermanentError) as error:
+                    self._error = error
+            if self._error is not None:
+                raise self._error
+            assert self._answer is not None
+            return self._answer
+
+
 def resolve_sources(
     query: Query,
     hits: list[Hit],
     api: SearchApi,
     allowed_buckets: frozenset[str],
     deadline: float,
+    lookup: MetadataLookup | None = None,
 ) -> list[tuple[SourceVideo | None, str | None]]:
     """Each hit's source video, or why it has none we may fetch.
 
-    Hits without a location are resolved once per query through the video metadata endpoint.
+    Hits without a location are resolved once per query through the video metadata endpoint
+    (`lookup`, when the caller shares one call between its uses).
     """
     fallback: SourceVideo | None = None
     fallback_error: str | None = None
     if any(hit.source is None for hit in hits):
         try:
-            fallback = api.video_metadata(query.video_no, query.unique_id, deadline).source
+            if lookup is None:
+                answer = api.video_metadata(query.video_no, query.unique_id, deadline)
+            else:
+                answer = lookup(deadline)
+            fallback = answer.source
         except PermanentError as error:
             fallback_error = f"location unresolved: {error.reason}"
         if fallback is None and fallback_error is None:
@@ -83,7 +143,9 @@ class ReferenceFetcher:
         self._api = api
         self._allowed = allowed_buckets
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         return [
             ClipResult(rank, hit, source, None, error)
@@ -115,7 +177,9 @@ class CopyFetcher:
         self._max_bytes = max_bytes
         self._clock = clock
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
         fetched: dict[SourceVideo, Artifact | str] = {}
         clips = []
@@ -123,7 +187,7 @@ class CopyFetcher:
             outcome: Artifact | str | None = refusal
             if source is not None and refusal is None:
                 if source not in fetched:
-                    fetched[source] = self._copy_in_time(source, deadline)
+                    fetched[source] = self._copy_in_time(source, deadline, spend)
                 outcome = fetched[source]
             if isinstance(outcome, Artifact):
                 clips.append(ClipResult(rank, hit, source, outcome, None))
@@ -131,18 +195,22 @@ class CopyFetcher:
                 clips.append(ClipResult(rank, hit, source, None, outcome))
         return clips
 
-    def _copy_in_time(self, source: SourceVideo, deadline: float) -> Artifact | str:
+    def _copy_in_time(
+        self, source: SourceVideo, deadline: float, spend: VendorSpend | None
+    ) -> Artifact | str:
         """A copy, or why not; out of time, every remaining clip says so instead of waiting."""
         if self._clock() >= deadline:
             return OUT_OF_TIME
         try:
-            return self._copy(source, deadline)
+            return self._copy(source, deadline, spend)
         except TransientError:
             if self._clock() >= deadline:
                 return OUT_OF_TIME
             raise
 
-    def _copy(self, source: SourceVideo, deadline: float) -> Artifact | str:
+    def _copy(
+        self, source: SourceVideo, deadline: float, spend: VendorSpend | None
+    ) -> Artifact | str:
         name = video_copy_name(self._prefix, source.bucket, source.blob)
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
             try:
@@ -159,18 +227,56 @@ class CopyFetcher:
             return existing
         try:
             with self._api.open_download(source, deadline) as download:
+                if spend is not None:
+                    spend.add(requests=1)
                 if download.size is not None and download.size > self._max_bytes:
                     return f"{download.size} bytes is over the per-query fetch cap"
-                return self._results.upload_stream(
+                artifact = self._results.upload_stream(
                     name,
-                    download.stream,
+                    cast(IO[bytes], CappedStream(download.stream, self._max_bytes)),
                     download.size,
                     download.content_type,
                     source.uri,
                     deadline=deadline,
                 )
+                if spend is not None:
+                    spend.add(nbytes=artifact.size)
+                return artifact
+        except FetchRefused as refusal:  # no Content-Length told it: the cap held while streaming
+            return str(refusal)
         except PermanentError as error:
+            if error.reason in OPERATOR_ALERT_REASONS:
+                self._log.log(
+                    ALERT,
+                    "download of %s refused: %s",
+                    source.uri,
+                    error.message,
+                    extra={"event": "download", "reason": error.reason.value},
+                )
             return f"download refused: {error.message}"
+
+
+class CappedStream:
+    """A download body that raises FetchRefused once more than `max_bytes` have been read:
+    the per-query cap, held while streaming when no Content-Length told the size."""
+
+    def __init__(self, inner: IO[bytes], max_bytes: int) -> None:
+        self._inner = inner
+        self._max = max_bytes
+        self._read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._inner.read(size)
+        self._read += len(data)
+        if self._read > self._max:
+            raise FetchRefused(f"over {self._max} bytes while streaming: the per-query fetch cap")
+        return data
+
+    def tell(self) -> int:
+        return self._read
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
 
 
 @dataclass(frozen=True)
@@ -197,7 +303,7 @@ class ClipFetcher:
         api: SearchApi,
         results: ResultStore,
         gcs: RangeOpener,
-        download: RangeOpener,
+        download: SourceOpener,
         fallback: Fetcher,
         *,
         allowed_buckets: frozenset[str],
@@ -227,8 +333,11 @@ class ClipFetcher:
         self._workdir = workdir
         self._clock = clock
 
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
+        lookup = MetadataOnce(self._api, query, spend)
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline, lookup)
         context = _context(query.object)
         clips: dict[int, ClipResult] = {}
         by_source: dict[SourceVideo, list[int]] = {}
@@ -239,7 +348,9 @@ class ClipFetcher:
                 by_source.setdefault(source, []).append(i)
         fallbacks: dict[int, _Fallback] = {}
         for source, indexes in by_source.items():
-            cut = self._cut_source(source, [hits[i] for i in indexes], deadline, context)
+            cut = self._cut_source(
+                source, [hits[i] for i in indexes], deadline, context, spend, lookup
+            )
             for i, outcome in zip(indexes, cut, strict=True):
                 if isinstance(outcome, Artifact):
                     clips[i] = ClipResult(i + 1, hits[i], source, outcome, None)
@@ -247,7 +358,7 @@ class ClipFetcher:
                     fallbacks[i] = outcome
         if fallbacks:
             order = sorted(fallbacks)
-            done = self._fallback.fetch(query, [hits[i] for i in order], deadline)
+            done = self._fallback.fetch(query, [hits[i] for i in order], deadline, spend)
             for i, result in zip(order, done, strict=True):
                 clips[i] = replace(result, rank=i + 1, fallback_reason=fallbacks[i].reason)
                 self._log.info(
@@ -266,11 +377,17 @@ class ClipFetcher:
         return [clips[i] for i in range(len(hits))]
 
     def _cut_source(
-        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+        self,
+        source: SourceVideo,
+        hits: list[Hit],
+        deadline: float,
+        context: dict[str, Any],
+        spend: VendorSpend | None,
+        lookup: MetadataLookup,
     ) -> list[Artifact | _Fallback]:
         """Every hit on one source, cut or with why not; only transient failures raise."""
         try:
-            return self._cut_all(source, hits, deadline, context)
+            return self._cut_all(source, hits, deadline, context, spend, lookup)
         except ClipUnavailable as error:
             if error.transient and self._clock() < deadline:
                 raise TransientError(f"reading {source.uri}: {error.message}") from None
@@ -290,14 +407,14 @@ class ClipFetcher:
             )
             return [_Fallback(ENGINE_ERROR, where_raised(error))] * len(hits)
 
-    def _open(self, source: SourceVideo, deadline: float) -> RangeSource:
+    def _open(self, source: SourceVideo, deadline: float, lookup: MetadataLookup) -> RangeSource:
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
             ranged = self._gcs.open_range(source, deadline)
             if ranged is not None:
                 return ranged
             if self._source_mode is FetchSource.GCS:
                 raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "not readable in GCS")
-        ranged = self._download.open_range(source, deadline)
+        ranged = self._download.open_range(source, deadline, video=lookup)
         if ranged is None:
             raise ClipUnavailable(ClipReason.SOURCE_UNREADABLE, "no download route")
         return ranged
@@ -317,11 +434,17 @@ class ClipFetcher:
         return name
 
     def _cut_all(
-        self, source: SourceVideo, hits: list[Hit], deadline: float, context: dict[str, Any]
+        self,
+        source: SourceVideo,
+        hits: list[Hit],
+        deadline: float,
+        context: dict[str, Any],
+        spend: VendorSpend | None,
+        lookup: MetadataLookup,
     ) -> list[Artifact | _Fallback]:
         if self._clock() >= deadline:
             return [_Fallback(DEADLINE_EXCEEDED, OUT_OF_TIME)] * len(hits)
-        ranged = self._open(source, deadline)
+        ranged = self._open(source, deadline, lookup)
         key = ranged.cache_key
         version = key.rsplit("#", 1)[-1] if key and "#" in key else "download"
         sidecar = self._warm_cache(key, deadline)
@@ -357,6 +480,8 @@ class ClipFetcher:
                 opened.__exit__(None, None, None)
             if writer is not None:
                 writer.join(max(0.0, deadline - self._clock()))
+            if spend is not None and isinstance(ranged, KeyedSource):
+                spend.add(ranged.vendor_requests, ranged.vendor_bytes, ranged.restarts)
         return outcomes
 
     def _write_sidecar(

@@ -20,7 +20,9 @@ logging.addLevelName(ALERT, "ALERT")
 SEVERITY[ALERT] = "ALERT"
 CONTEXT_FIELDS = ("event_id", "object", "generation", "video_no", "reason", "status")
 # Measurement fields, read by the log-based metrics in infra/monitoring (docs/operations.md).
-# `event` names the kind of line: outcome, search_sent, duplicate, rate_wait, clip, retry.
+# `event` names the kind of line: outcome, search_sent, duplicate, rate_wait, clip, retry,
+# download (a source copied or routed), download_request (one per request to the vendor's
+# download endpoint). The vendor_* fields: what a query spent at that endpoint.
 METRIC_FIELDS = (
     "event",
     "attempt",
@@ -32,6 +34,16 @@ METRIC_FIELDS = (
     "clip_bytes",
     "clip_ms",
     "index_path",
+    "vendor_requests",
+    "vendor_bytes",
+    "vendor_restarts",
+    "vendor_metadata_calls",
+    "route",
+    "range_honoured",
+    "source_bytes",
+    "download_ms",
+    "source_changed",
+    "restarts",
 )
 TRACE_FIELD = "logging.googleapis.com/trace"
 

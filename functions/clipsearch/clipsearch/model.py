@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import IO
 
+from clipsearch.core.sourcecopy import BodyHead
+
 
 @dataclass(frozen=True)
 class QueryObject:
@@ -111,3 +113,23 @@ class DownloadStream:
     stream: IO[bytes]
     size: int | None
     content_type: str
+
+
+@dataclass(frozen=True)
+class VendorBody:
+    """An open answer of the download endpoint to `Range: bytes=N-`: what its head says, and
+    its body, read without holding it in memory."""
+
+    head: BodyHead
+    stream: IO[bytes]
+    content_type: str
+
+
+@dataclass(frozen=True)
+class StoredCopy:
+    """A whole source video in our results bucket: one generation of one object."""
+
+    name: str
+    generation: int
+    size: int
+    metadata: dict[str, str] = field(hash=False)

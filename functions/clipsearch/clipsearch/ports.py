@@ -17,6 +17,7 @@ from clipsearch.model import (
     SourceVideo,
     VideoMetadata,
 )
+from clipsearch.spend import VendorSpend
 
 
 class ImageReader(Protocol):
@@ -113,6 +114,23 @@ class RangeOpener(Protocol):
         ...
 
 
+MetadataLookup = Callable[[float], VideoMetadata]
+
+
+class SourceOpener(Protocol):
+    """The API path's clip source (clipsearch.copies.SourceCopies)."""
+
+    def open_range(
+        self,
+        source: SourceVideo,
+        deadline: float | None = None,
+        video: MetadataLookup | None = None,
+    ) -> RangeSource | None:
+        """As RangeOpener; `video` answers the metadata endpoint for the query's video (one
+        paced call per event), which an existing copy must agree with to be cut from."""
+        ...
+
+
 class Publisher(Protocol):
     def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
         """Publish and wait for the server's message id."""
@@ -120,4 +138,8 @@ class Publisher(Protocol):
 
 
 class Fetcher(Protocol):
-    def fetch(self, query: Query, hits: list[Hit], deadline: float) -> list[ClipResult]: ...
+    def fetch(
+        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+    ) -> list[ClipResult]:
+        """One result per hit; what the download endpoint cost is added to `spend`."""
+        ...

@@ -28,6 +28,7 @@ from clipsearch.logs import ALERT, ContextLogger
 from clipsearch.model import Hit, Query, QueryObject, Timings
 from clipsearch.ports import Fetcher, ImageReader, Publisher, ResultStore, SearchApi
 from clipsearch.settings import Settings
+from clipsearch.spend import VendorSpend
 
 GIVEN_UP = ""  # the record's message id when delivery was given up on (none confirmed)
 
@@ -178,6 +179,7 @@ class ClipSearchService:
         reaches the cap ends it as `internal_error`.
         """
         stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
+        spend = VendorSpend()
         stored = attempt.record
         try:
             if stored.message is not None and stored.topic is not None:
@@ -193,10 +195,12 @@ class ClipSearchService:
                     message = self._error_message(obj, *early, started, stages)
                     topic = self.settings.errors_topic
                 else:
-                    message, topic = self._answer(obj, attempt, age_s, started, deadline, stages)
+                    message, topic = self._answer(
+                        obj, attempt, age_s, started, deadline, stages, spend
+                    )
                 message = self._masked(message)
                 attempt.store_outcome(message, topic)
-            return self._deliver(attempt, message, topic, age_s, log)
+            return self._deliver(attempt, message, topic, age_s, log, spend)
         except TransientError as error:
             if age_s <= self.settings.max_event_age_s or attempt.record.message is not None:
                 # Young enough to retry; or an outcome is stored and Cloud Storage failed
@@ -234,7 +238,7 @@ class ClipSearchService:
                 text += f" (before: {attempt.record.last_error})"
         message = self._masked(self._error_message(obj, reason, text, started, stages))
         attempt.store_outcome(message, self.settings.errors_topic)
-        return self._deliver(attempt, message, self.settings.errors_topic, age_s, log)
+        return self._deliver(attempt, message, self.settings.errors_topic, age_s, log, spend)
 
     def _give_up(
         self,
@@ -330,6 +334,7 @@ class ClipSearchService:
         started: float,
         deadline: float,
         stages: dict[str, float],
+        spend: VendorSpend,
     ) -> tuple[dict[str, Any], str]:
         """The outcome message and its topic; a PermanentError becomes an error outcome."""
         stored = attempt.record
@@ -348,7 +353,7 @@ class ClipSearchService:
                 hits = self._search(query, image, age_s, deadline, attempt)
                 attempt.store_hits(hits)
                 mark = self._lap(stages, "search", mark)
-            clips = self._fetcher.fetch(query, hits, deadline)
+            clips = self._fetcher.fetch(query, hits, deadline, spend)
             self._lap(stages, "fetch", mark)
         except PermanentError as error:
             _, uri = self._result_uri(obj)
@@ -421,7 +426,8 @@ class ClipSearchService:
         instance die before the answer is stored, the takeover ends the query as
         `search_unconfirmed` instead of paying again. When the search provably did not run
         (a transient failure) or was answered with a refusal (0001/0003), the mark goes. A
-        0409 (the vendor is already handling the same request) keeps it: see the adapter.
+        0409 ("Duplicate requests are not allowed": an earlier send may have run) keeps it:
+        see the adapter.
         """
 
         def before_send() -> None:
@@ -495,6 +501,7 @@ class ClipSearchService:
         topic: str,
         age_s: float,
         log: ContextLogger,
+        spend: VendorSpend | None = None,
     ) -> Outcome:
         """Result JSON, then the message. Past CLIPSEARCH_MAX_EVENT_AGE_S a failing publish
         is not retried: the result JSON, written first, says the outcome (and a later
@@ -514,10 +521,11 @@ class ClipSearchService:
                 f"not published ({error.message}); the query is {age_s:.0f}s old, so it is"
                 f" not retried: {uri} holds the outcome",
                 level=logging.ERROR,
+                spend=spend,
             )
             return Outcome(message["status"], None, message)
         attempt.mark_published(message_id)
-        self._log_outcome(log, message, attempt, None)
+        self._log_outcome(log, message, attempt, None, spend=spend)
         return Outcome(message["status"], message_id, message)
 
     def _result_uri_of(self, message: dict[str, Any]) -> tuple[str, str]:
@@ -548,8 +556,10 @@ class ClipSearchService:
         attempt: Attempt,
         problem: str | None,
         level: int | None = None,
+        spend: VendorSpend | None = None,
     ) -> None:
-        """The one `event=outcome` line per query (metrics count these)."""
+        """The one `event=outcome` line per query (metrics count these), with what this
+        attempt spent at the vendor's download endpoint."""
         status = message["status"]
         extra: dict[str, Any] = {
             "event": "outcome",
@@ -557,6 +567,7 @@ class ClipSearchService:
             "attempt": attempt.record.attempts,
             "timings_ms": message.get("timings_ms"),
             "video_no": message["query"]["video_no"],
+            **(spend or VendorSpend()).as_log(),
         }
         args: list[Any]
         if status == "success":

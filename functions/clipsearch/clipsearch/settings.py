@@ -68,6 +68,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("CLIPSEARCH_RETRY_BUDGET_S", "60", "Total seconds one API call may spend retrying."),
     Setting("CLIPSEARCH_SEARCH_RATE_PER_S", "1", "The account's search rate limit, per second."),
     Setting("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", "12", "The account's download rate, per minute."),
+    Setting(
+        "CLIPSEARCH_METADATA_RATE_PER_S", "1", "The account's status look-up rate, per second."
+    ),
     Setting("CLIPSEARCH_MAX_INSTANCES", "1", "Max function instances (the deploy's cap)."),
     Setting(
         "CLIPSEARCH_FUNCTION_TIMEOUT_S", "540", "The function's timeout: event deadline, lease."
@@ -84,6 +87,16 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("CLIPSEARCH_UNINDEXED_WINDOW_S", "1800", "How long to wait for a video's indexing."),
     Setting("CLIPSEARCH_MAX_FETCH_BYTES", str(10 * 1024**3), "Cap on bytes fetched per query."),
+    Setting(
+        "CLIPSEARCH_RANGED_ABOVE_BYTES",
+        str(4 * 1024**3),
+        "API path: a source larger than this is read by ranged vendor requests, not copied.",
+    ),
+    Setting(
+        "CLIPSEARCH_SOURCE_RECHECK_S",
+        "3600",
+        "API path: a source's copy is rechecked with the vendor at most this often.",
+    ),
     Setting("CLIPSEARCH_MAX_IMAGE_BYTES", str(API_MAX_IMAGE_BYTES), "Query image cap (<= 20 MB)."),
     Setting("CLIPSEARCH_MAX_METADATA_CHARS", "2000", "Cap on each metadata value's length."),
     Setting("CLIPSEARCH_LOG_LEVEL", "INFO", "DEBUG, INFO, WARNING, ERROR or CRITICAL."),
@@ -126,12 +139,15 @@ class Settings:
     retry_budget_s: float
     search_rate_per_s: float
     download_rate_per_min: float
+    metadata_rate_per_s: float
     max_instances: int
     function_timeout_s: float
     max_event_age_s: float
     max_attempts: int
     unindexed_window_s: float
     max_fetch_bytes: int
+    ranged_above_bytes: int
+    source_recheck_s: float
     max_image_bytes: int
     max_metadata_chars: int
     log_level: str
@@ -220,12 +236,15 @@ class Settings:
             retry_budget_s=number("CLIPSEARCH_RETRY_BUDGET_S", float, 0),
             search_rate_per_s=number("CLIPSEARCH_SEARCH_RATE_PER_S", float, 0.001),
             download_rate_per_min=number("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", float, 0.001),
+            metadata_rate_per_s=number("CLIPSEARCH_METADATA_RATE_PER_S", float, 0.001),
             max_instances=int(number("CLIPSEARCH_MAX_INSTANCES", int, 1)),
             function_timeout_s=number("CLIPSEARCH_FUNCTION_TIMEOUT_S", float, 10),
             max_event_age_s=number("CLIPSEARCH_MAX_EVENT_AGE_S", float, 1),
             max_attempts=int(number("CLIPSEARCH_MAX_ATTEMPTS", int, 1)),
             unindexed_window_s=number("CLIPSEARCH_UNINDEXED_WINDOW_S", float, 0),
             max_fetch_bytes=int(number("CLIPSEARCH_MAX_FETCH_BYTES", int, 1)),
+            ranged_above_bytes=int(number("CLIPSEARCH_RANGED_ABOVE_BYTES", int, 0)),
+            source_recheck_s=number("CLIPSEARCH_SOURCE_RECHECK_S", float, 0),
             max_image_bytes=max_image,
             max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
             log_level=log_level(),
@@ -258,6 +277,10 @@ class Settings:
     @property
     def instance_download_rate(self) -> float:
         return self.download_rate_per_min * RATE_HEADROOM / 60.0 / self.max_instances
+
+    @property
+    def instance_metadata_rate(self) -> float:
+        return self.metadata_rate_per_s * RATE_HEADROOM / self.max_instances
 
     def check_tls(self) -> None:
         """TLS verification is always on; plain HTTP only to a local stand-in."""

@@ -29,7 +29,7 @@ from clipsearch.core.clipmeta import parse_clip_metadata
 from clipsearch.core.naming import record_name
 from clipsearch.errors import FetchRefused, PermanentError, Reason, TransientError
 from clipsearch.idempotency import Record
-from clipsearch.model import Artifact, SourceVideo
+from clipsearch.model import Artifact, SourceVideo, StoredCopy
 
 # Every call gives up within seconds, not the library's default two minutes of retries: an
 # outage must turn into a redelivery well inside the event's deadline.
@@ -333,6 +333,116 @@ class GcsResultStore:
             ) from None
         blob.reload(**bounded(deadline))
         return self._artifact(blob, "copy", reused=False)
+
+    # -- whole copies of source videos (the API path's clip source) -----------------------
+
+    @_transient("read")
+    def stat_copy(self, name: str, deadline: float | None = None) -> StoredCopy | None:
+        """The stored copy under `name`, kept alive (it is being used), or None."""
+        blob = self._bucket.get_blob(name, **bounded(deadline))
+        if blob is None or blob.generation is None:
+            return None
+        self._refresh(blob, deadline)
+        return StoredCopy(
+            name, int(blob.generation), int(blob.size or 0), dict(blob.metadata or {})
+        )
+
+    @_transient("claim")
+    def claim(self, name: str, lease_s: float, deadline: float | None = None) -> bool:
+        """Take the create-only claim `name` for `lease_s` seconds; False while another holds it.
+
+        A claim whose lease has run out (its holder died) is deleted, compare-and-swap on its
+        generation, and taken.
+        """
+        for _ in range(2):
+            blob = self._stamp(self._bucket.blob(name))
+            until = (self._now() + timedelta(seconds=lease_s)).isoformat()
+            try:
+                blob.upload_from_string(
+                    until.encode(),
+                    content_type="text/plain",
+                    if_generation_match=0,
+                    **bounded(deadline),
+                )
+                return True
+            except gexc.PreconditionFailed:
+                pass
+            held = self._bucket.get_blob(name, **bounded(deadline))
+            if held is None:
+                continue
+            try:
+                text = held.download_as_bytes(**bounded(deadline)).decode()
+                expired = datetime.fromisoformat(text) < self._now()
+            except (gexc.NotFound, ValueError):
+                expired = True
+            if not expired:
+                return False
+            with contextlib.suppress(gexc.NotFound, gexc.PreconditionFailed):
+                held.delete(if_generation_match=held.generation, **bounded(deadline))
+        return False
+
+    def release(self, name: str, deadline: float | None = None) -> None:
+        """Drop a claim we hold; a failure only delays the next holder to the lease's end."""
+        with contextlib.suppress(gexc.NotFound, *TRANSIENT_GCS):
+            self._bucket.blob(name).delete(**bounded(deadline))
+
+    @_transient("upload")
+    def write_copy(
+        self,
+        name: str,
+        stream: IO[bytes],
+        size: int | None,
+        content_type: str,
+        metadata: dict[str, str],
+        if_generation_match: int,
+        deadline: float | None = None,
+    ) -> StoredCopy | None:
+        """Stream a whole copy in, create-only (0) or replacing that generation; None when
+        another writer's copy landed first."""
+        blob = self._stamp(self._bucket.blob(name, chunk_size=UPLOAD_CHUNK_BYTES))
+        blob.metadata = metadata
+        try:
+            blob.upload_from_file(
+                stream,
+                size=size,
+                content_type=content_type,
+                if_generation_match=if_generation_match,
+                **bounded(deadline),
+            )
+        except gexc.PreconditionFailed:
+            return None
+        except DROPPED_BODY as error:
+            raise TransientError(
+                f"streaming into gs://{self.bucket}/{name}: {type(error).__name__}"
+            ) from None
+        blob.reload(**bounded(deadline))
+        return StoredCopy(
+            name, int(blob.generation), int(blob.size or 0), dict(blob.metadata or {})
+        )
+
+    @_transient("write")
+    def patch_copy(
+        self, copy: StoredCopy, metadata: dict[str, str], deadline: float | None = None
+    ) -> StoredCopy | None:
+        """Add metadata to that generation of a copy; None when it is no longer that one."""
+        blob = self._bucket.blob(copy.name)
+        blob.metadata = metadata
+        try:
+            blob.patch(if_generation_match=copy.generation, **bounded(deadline))
+        except (gexc.PreconditionFailed, gexc.NotFound):
+            return None
+        return StoredCopy(copy.name, copy.generation, copy.size, {**copy.metadata, **metadata})
+
+    def open_copy(self, copy: StoredCopy, deadline: float | None = None) -> RangeSource:
+        """Ranged reads of exactly that generation of a copy."""
+        return GcsRangeSource(
+            self._client,
+            self.bucket,
+            copy.name,
+            copy.generation,
+            size=copy.size,
+            deadline=deadline,
+        )
 
 
 class GcsSources:

@@ -18,8 +18,9 @@ import urllib3
 from clipsearch.adapters.ranges import HttpRangeSource, abort_response
 from clipsearch.clipping import ClipReason, ClipUnavailable, RangeSource
 from clipsearch.core import api
+from clipsearch.core.sourcecopy import read_head
 from clipsearch.errors import AnswerLost, PermanentError, Reason, TransientError
-from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VendorBody, VideoMetadata
 from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy, call_with_retries
 
@@ -46,6 +47,7 @@ class HttpSearchApi:
         logger: logging.Logger,
         search_limiter: RateLimiter | None = None,
         download_limiter: RateLimiter | None = None,
+        metadata_limiter: RateLimiter | None = None,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
@@ -62,6 +64,7 @@ class HttpSearchApi:
         self._rng = rng or random.Random()
         self._search_limiter = search_limiter
         self._download_limiter = download_limiter
+        self._metadata_limiter = metadata_limiter
 
     def _retrying(
         self,
@@ -103,7 +106,15 @@ class HttpSearchApi:
         except _NotSent as refused:
             raise refused.error from None
 
-    def _request(self, method: str, url: str, deadline: float, **kwargs: Any) -> requests.Response:
+    def _request(
+        self,
+        method: str,
+        url: str,
+        deadline: float,
+        *,
+        extra_headers: dict[str, str] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         # Never wait for an answer past the event's deadline: the platform would kill the
         # attempt mid-request, leaving no record of whether the vendor ran it.
         connect, read = self._timeouts
@@ -113,7 +124,7 @@ class HttpSearchApi:
             return self._session.request(
                 method,
                 url,
-                headers={"Authorization": self._key},
+                headers={"Authorization": self._key, **(extra_headers or {})},
                 timeout=(connect, read),
                 allow_redirects=False,
                 **kwargs,
@@ -135,9 +146,9 @@ class HttpSearchApi:
         """Hits; retried only on failures after which the vendor cannot have run the search.
 
         A search whose answer is lost may have been billed: it ends the query as
-        `search_unconfirmed` instead of being sent again; so does a 0409 (the same search is
-        already being handled). `before_send` runs after the rate wait, right before each
-        request goes out.
+        `search_unconfirmed` instead of being sent again; so does a 0409 ("Duplicate requests
+        are not allowed": the vendor says no more, so an earlier send of this search may have
+        run). `before_send` runs after the rate wait, right before each request goes out.
         """
         form = api.build_search_form(self._base, query)
 
@@ -158,9 +169,9 @@ class HttpSearchApi:
                     if _already_handling(response):
                         raise PermanentError(
                             Reason.SEARCH_UNCONFIRMED,
-                            "the API says the same search is already being handled (0409): an"
-                            " earlier request of this query may run and be billed, so it is not"
-                            " sent again",
+                            "the API refused the search as a duplicate request (0409): an"
+                            " earlier request of this query may have run and been billed, so it"
+                            " is not sent again",
                         ) from None
                     raise
             except AnswerLost as error:
@@ -187,7 +198,9 @@ class HttpSearchApi:
                 response.status_code, dict(response.headers), response.content, video_no
             )
 
-        metadata: VideoMetadata = self._retrying("get_metadata", once, deadline)
+        metadata: VideoMetadata = self._retrying(
+            "get_metadata", once, deadline, self._metadata_limiter
+        )
         return metadata
 
     def _download_url(self, source: SourceVideo) -> str:
@@ -197,29 +210,53 @@ class HttpSearchApi:
             f"&blob={quote(source.blob, safe='/')}"
         )
 
-    def open_range(self, source: SourceVideo, deadline: float | None = None) -> RangeSource:
+    def _download_sent(self) -> None:
+        """One line per request to the download endpoint (after its rate slot): the scarce
+        resource, counted by a log-based metric against the account's limit."""
+        self._log.info("download request", extra={"event": "download_request"})
+
+    def open_range(
+        self, source: SourceVideo, deadline: float | None = None, cache_key: str | None = None
+    ) -> RangeSource:
         """Ranged reads through the download endpoint (HTTP Range), for clip cutting."""
-        session = self._session
-        if self._download_limiter is not None:
-            session = PacedSession(session, self._download_limiter, self._clock, deadline=deadline)
+        session = PacedSession(
+            self._session,
+            self._download_limiter,
+            self._clock,
+            deadline=deadline,
+            on_send=self._download_sent,
+        )
         return HttpRangeSource(
             session,
             self._download_url(source),
             {"Authorization": self._key},
-            cache_key=f"{source.uri}@download",
+            cache_key=cache_key or f"{source.uri}@download",
             timeout=self._timeouts,
             deadline=deadline,
             clock=self._clock,
         )
 
     @contextmanager
-    def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
+    def _download(
+        self, source: SourceVideo, deadline: float, ranged: str | None
+    ) -> Iterator[requests.Response]:
+        """One paced request to the download endpoint (retried like the other calls), its
+        JSON errors classified; the open response, its body cut off at the deadline (a read
+        timeout restarts with every byte, so a trickling body needs the timer)."""
         url = self._download_url(source)
+        ok = (200, 206) if ranged is not None else (200,)
 
         def once() -> requests.Response:
-            response = self._request("GET", url, deadline, stream=True)
+            self._download_sent()
+            response = self._request(
+                "GET",
+                url,
+                deadline,
+                stream=True,
+                extra_headers=None if ranged is None else {"Range": ranged},
+            )
             content_type = response.headers.get("Content-Type", "")
-            if response.status_code != 200 or content_type.startswith("application/json"):
+            if response.status_code not in ok or content_type.startswith("application/json"):
                 body = response.content
                 response.close()
                 api.interpret_download_error(response.status_code, dict(response.headers), body)
@@ -228,27 +265,71 @@ class HttpSearchApi:
         response: requests.Response = self._retrying(
             "download", once, deadline, self._download_limiter
         )
-        # A read timeout restarts with every byte: a trickling body is cut off at the deadline.
         timer = threading.Timer(max(0.0, deadline - self._clock()), abort_response, (response,))
         timer.daemon = True
         timer.start()
         try:
             response.raw.decode_content = True
+            yield response
+        finally:
+            timer.cancel()
+            response.close()
+
+    @contextmanager
+    def open_body(
+        self, source: SourceVideo, deadline: float, offset: int = 0, last: int | None = None
+    ) -> Iterator[VendorBody]:
+        """The file from byte `offset` on (to `last`), asked for with `Range: bytes=offset-`.
+
+        The answer may be a 206 from `offset` or a 200 with the whole file (an endpoint that
+        ignores `Range`): `head` says which.
+        """
+        wanted = f"bytes={offset}-{'' if last is None else last}"
+        with self._download(source, deadline, wanted) as response:
+            try:
+                head = read_head(response.status_code, dict(response.headers), offset)
+            except ValueError as error:
+                raise PermanentError(Reason.API_REJECTED, f"download answer: {error}") from None
+            yield VendorBody(
+                head=head,
+                stream=cast(IO[bytes], _BodyStream(response)),
+                content_type=response.headers.get("Content-Type", "video/mp4"),
+            )
+
+    @contextmanager
+    def open_download(self, source: SourceVideo, deadline: float) -> Iterator[DownloadStream]:
+        with self._download(source, deadline, None) as response:
             length = response.headers.get("Content-Length")
             yield DownloadStream(
                 stream=cast(IO[bytes], response.raw),
                 size=int(length) if length and length.isdigit() else None,
                 content_type=response.headers.get("Content-Type", "video/mp4"),
             )
-        finally:
-            timer.cancel()
-            response.close()
+
+
+_BODY_PIECE = 1024 * 1024
+
+
+class _BodyStream:
+    """A response body read as it arrives: `read` returns what one receive brings (at most
+    `size` bytes, b"" at the end), so bytes received before a drop are never lost with it;
+    a drop raises OSError, whatever the client raised."""
+
+    def __init__(self, response: requests.Response) -> None:
+        self._raw = response.raw
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return bytes(self._raw.read1(size if size > 0 else _BODY_PIECE))
+        except (urllib3.exceptions.HTTPError, requests.RequestException) as error:
+            raise OSError(type(error).__name__) from None
 
 
 def _already_handling(response: requests.Response) -> bool:
-    """0409 / HTTP 409: the vendor has the same request in flight (its docs: "already being
-    handled: never double-submit"). Sending again could pay twice, so the search is not
-    retried: the query ends as `search_unconfirmed`, its mark kept."""
+    """0409 / HTTP 409: "Duplicate requests are not allowed", all the vendor's pages say of it.
+    It can only mean an earlier send of this search reached the vendor, which may have run and
+    billed it: sending again could pay twice, so the search is not retried and the query ends
+    as `search_unconfirmed`, its mark kept."""
     if response.status_code == 409:
         return True
     try:
@@ -287,23 +368,28 @@ class PacedSession(requests.Session):
     def __init__(
         self,
         inner: requests.Session,
-        limiter: RateLimiter,
+        limiter: RateLimiter | None,
         clock: Callable[[], float],
         *,
         deadline: float | None = None,
+        on_send: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self._inner = inner
         self._limiter = limiter
         self._clock = clock
         self._deadline = deadline
+        self._on_send = on_send
 
     def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> Any:
         deadline = self._clock() + 60.0 if self._deadline is None else self._deadline
         try:
-            self._limiter.acquire(deadline)
+            if self._limiter is not None:
+                self._limiter.acquire(deadline)
         except TransientError as error:
             if self._deadline is None:
                 raise
             raise ClipUnavailable(ClipReason.DEADLINE_EXCEEDED, error.message) from None
+        if self._on_send is not None:
+            self._on_send()
         return self._inner.request(method, url, *args, **kwargs)

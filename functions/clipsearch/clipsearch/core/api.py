@@ -30,7 +30,7 @@ CODE_TABLE: Mapping[str, CodeRule] = {
     "0401": CodeRule(False, Reason.API_UNAUTHORIZED),
     "0402": CodeRule(False, Reason.API_INSUFFICIENT_CREDITS),
     "0403": CodeRule(False, Reason.API_ACCOUNT_DISABLED),
-    "0409": CodeRule(True),  # the same request is already being handled
+    "0409": CodeRule(True),  # "Duplicate requests are not allowed" (the vendor says no more)
     "0429": CodeRule(True),
     "9009": CodeRule(False, Reason.API_PERMISSION_DENIED),
     "400": CodeRule(False, Reason.API_INVALID_REQUEST),
@@ -136,10 +136,13 @@ def _source(bucket: Any, blob: Any) -> SourceVideo | None:
 
 
 def interpret_search_response(status: int, headers: Mapping[str, str], body: bytes) -> list[Hit]:
-    """Typed hits, best first. An unusable success body is an answer lost: the search ran."""
+    """Typed hits, best first. An unusable success body is an answer lost: the search ran.
+
+    A success whose `data` is `null` or `{}` (an older page's example) found nothing: no hits.
+    """
     doc = _envelope(status, headers, body)
     data = doc.get("data")
-    if data is None:
+    if data is None or (isinstance(data, Mapping) and not data):
         return []
     if not isinstance(data, list):
         raise AnswerLost("API success envelope has a 'data' that is not a list")
@@ -182,6 +185,13 @@ def interpret_metadata_response(
 
 
 def interpret_download_error(status: int, headers: Mapping[str, str], body: bytes) -> None:
-    """Downloads answer errors as JSON; raise the classified failure for one."""
-    _envelope(status, headers, body)
+    """Downloads answer errors as JSON (v1: a string code; v2: an integer code equal to the
+    HTTP status); raise the classified failure for one. An "Insufficient balance" message is
+    the account running out, whatever its code says: an operator alert, as for searches."""
+    try:
+        _envelope(status, headers, body)
+    except PermanentError as error:
+        if "insufficient balance" in error.message.lower():
+            raise PermanentError(Reason.API_INSUFFICIENT_CREDITS, error.message) from None
+        raise
     raise PermanentError(Reason.API_REJECTED, "download answered JSON instead of the file")
