@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import io
 import subprocess
+import threading
 from pathlib import Path
 
 import av
 import pytest
 
-from clipsearch.model import Hit, SourceVideo
+from clipsearch.model import Hit, SourceVideo, VideoMetadata
 from clipsearch_dev.media import VideoInfo, make_video, read_frame_code
 from tests.fakes import FakeSearchApi, FileSources
 from tests.images import image_bytes
@@ -169,3 +170,48 @@ def test_a_track_the_clip_leaves_out_is_named_in_the_clips_notes(make_harness, t
     assert "video" in stored.metadata["clipsearch-dropped-tracks"]
     with av.open(io.BytesIO(stored.data)) as container:
         assert len(container.streams.video) == 1
+
+
+class _SearchAfterMetadataStarts(FakeSearchApi):
+    """Its search waits (up to 5 s) for the query's get_metadata call to have begun."""
+
+    def __init__(self, *script: list[Hit] | Exception) -> None:
+        super().__init__(*script)
+        self.metadata_begun = threading.Event()
+        self.begun_during_search: bool | None = None
+
+    def search(self, query, image, deadline, before_send=None):  # type: ignore[no-untyped-def]
+        self.begun_during_search = self.metadata_begun.wait(5.0)
+        return super().search(query, image, deadline, before_send)
+
+    def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata:
+        self.metadata_begun.set()
+        return super().video_metadata(video_no, unique_id, deadline)
+
+
+def test_on_the_api_path_the_metadata_call_runs_beside_the_search(make_harness, video):
+    # Its pacer and round trip overlap the search's instead of following them (issue 21's
+    # queries per minute); still one call per query, counted, and the clip is cut.
+    api = _SearchAfterMetadataStarts([Hit(5.0, 8.0, 0.9, SRC)])
+    api.metadata["V1"] = VideoMetadata("V1", "PARSE", video.seconds, SRC)
+    h = make_harness(
+        api,
+        download=FileSources({SRC: video.path}),
+        CLIPSEARCH_FETCH_MODE="clip",
+        CLIPSEARCH_FETCH_SOURCE="api",
+    )
+    h.deliver("a.jpg", image_bytes())
+    [message] = h.messages()
+    assert message["clips"][0]["artifact"]["mode"] == "clip"
+    assert api.begun_during_search is True
+    assert api.metadata_calls == 1
+
+
+def test_in_auto_mode_no_metadata_call_is_made_for_a_source_read_from_gcs(make_harness, video):
+    api = _SearchAfterMetadataStarts([Hit(5.0, 8.0, 0.9, SRC)])
+    h = make_harness(api, gcs=FileSources({SRC: video.path}), CLIPSEARCH_FETCH_MODE="clip")
+    api.metadata_begun.set()  # do not hold the search up: only the count matters here
+    h.deliver("a.jpg", image_bytes())
+    [message] = h.messages()
+    assert message["clips"][0]["artifact"]["mode"] == "clip"
+    assert api.metadata_calls == 0

@@ -54,3 +54,17 @@ class _Failing(dict):  # type: ignore[type-arg]
 
     def __contains__(self, key: object) -> bool:
         raise self._error
+
+
+def test_started_early_it_is_still_one_call_counted_once():
+    api = FakeSearchApi([])
+    api.metadata["V1"] = VideoMetadata("V1", "PARSE", 60.0, SRC)
+    spend = VendorSpend()
+    lookup = MetadataOnce(api, QUERY, spend)
+    lookup.start(1e12)
+    lookup.start(1e12)  # a second start is a no-op
+    assert spend.metadata == 1  # counted when started, before anyone waits for it
+    assert lookup(1e12).duration == 60.0  # waits for the call begun in the background
+    assert lookup(1e12).duration == 60.0
+    assert api.metadata_calls == 1
+    assert spend.metadata == 1

@@ -6,6 +6,7 @@ cutting) slots in beside these without reshaping the pipeline.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import threading
@@ -78,12 +79,36 @@ class MetadataOnce:
         self._lock = threading.Lock()
         self._answer: VideoMetadata | None = None
         self._error: TransientError | PermanentError | None = None
+        self._counted = False
+
+    def _count(self) -> None:
+        self._counted = True
+        if self._spend is not None:
+            self._spend.add(metadata=1)
+
+    def start(self, deadline: float) -> None:
+        """Ask now, in the background (its answer or failure kept for whoever asks later).
+
+        The service starts it beside the search: the call needs only the query's video_no and
+        unique_id, so its rate slot and round trip overlap the search's instead of following
+        them. A caller asking before it is answered waits for this one call; none is made
+        twice. Counted now, so the outcome line has it even when the search fails first."""
+        with self._lock:
+            if self._counted:
+                return
+            self._count()
+
+        def ask() -> None:
+            with contextlib.suppress(TransientError, PermanentError):  # kept in self._error
+                self(deadline)
+
+        threading.Thread(target=ask, name="clipsearch-metadata", daemon=True).start()
 
     def __call__(self, deadline: float) -> VideoMetadata:
         with self._lock:
             if self._answer is None and self._error is None:
-                if self._spend is not None:
-                    self._spend.add(metadata=1)
+                if not self._counted:
+                    self._count()
                 try:
                     self._answer = self._api.video_metadata(
                         self._query.video_no, self._query.unique_id, deadline
@@ -143,10 +168,20 @@ class ReferenceFetcher:
         self._api = api
         self._allowed = allowed_buckets
 
+    def prefetch(
+        self, query: Query, deadline: float, spend: VendorSpend | None = None
+    ) -> MetadataLookup | None:
+        return None  # a metadata call only for hits without a location, made when met
+
     def fetch(
-        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+        self,
+        query: Query,
+        hits: list[Hit],
+        deadline: float,
+        spend: VendorSpend | None = None,
+        lookup: MetadataLookup | None = None,
     ) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline, lookup)
         return [
             ClipResult(rank, hit, source, None, error)
             for rank, (hit, (source, error)) in enumerate(zip(hits, resolved, strict=True), 1)
@@ -177,10 +212,20 @@ class CopyFetcher:
         self._max_bytes = max_bytes
         self._clock = clock
 
+    def prefetch(
+        self, query: Query, deadline: float, spend: VendorSpend | None = None
+    ) -> MetadataLookup | None:
+        return None  # a metadata call only for hits without a location, made when met
+
     def fetch(
-        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+        self,
+        query: Query,
+        hits: list[Hit],
+        deadline: float,
+        spend: VendorSpend | None = None,
+        lookup: MetadataLookup | None = None,
     ) -> list[ClipResult]:
-        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline)
+        resolved = resolve_sources(query, hits, self._api, self._allowed, deadline, lookup)
         fetched: dict[SourceVideo, Artifact | str] = {}
         clips = []
         for rank, (hit, (source, refusal)) in enumerate(zip(hits, resolved, strict=True), 1):
@@ -333,10 +378,29 @@ class ClipFetcher:
         self._workdir = workdir
         self._clock = clock
 
-    def fetch(
-        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
-    ) -> list[ClipResult]:
+    def prefetch(
+        self, query: Query, deadline: float, spend: VendorSpend | None = None
+    ) -> MetadataLookup | None:
+        """With sources only through the download endpoint (`api`), start the query's
+        get_metadata call now, before the search; hand it to `fetch`. Otherwise None: in
+        `auto` a source readable in Cloud Storage needs no call, so it is made only if asked."""
+        if self._source_mode is not FetchSource.API:
+            return None
         lookup = MetadataOnce(self._api, query, spend)
+        lookup.start(deadline)
+        return lookup
+
+    def fetch(
+        self,
+        query: Query,
+        hits: list[Hit],
+        deadline: float,
+        spend: VendorSpend | None = None,
+        lookup: MetadataLookup | None = None,
+    ) -> list[ClipResult]:
+        """`lookup`: the query's metadata call begun by `prefetch`, else one made on demand."""
+        if lookup is None:
+            lookup = MetadataOnce(self._api, query, spend)
         resolved = resolve_sources(query, hits, self._api, self._allowed, deadline, lookup)
         context = _context(query.object)
         clips: dict[int, ClipResult] = {}

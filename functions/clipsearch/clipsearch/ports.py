@@ -138,8 +138,21 @@ class Publisher(Protocol):
 
 
 class Fetcher(Protocol):
+    def prefetch(
+        self, query: Query, deadline: float, spend: VendorSpend | None = None
+    ) -> MetadataLookup | None:
+        """Start, before the search, what the fetch will need of the vendor for this query
+        (the clip mode's get_metadata call on the `api` source path); None when nothing."""
+        ...
+
     def fetch(
-        self, query: Query, hits: list[Hit], deadline: float, spend: VendorSpend | None = None
+        self,
+        query: Query,
+        hits: list[Hit],
+        deadline: float,
+        spend: VendorSpend | None = None,
+        lookup: MetadataLookup | None = None,
     ) -> list[ClipResult]:
-        """One result per hit; what the download endpoint cost is added to `spend`."""
+        """One result per hit; what the download endpoint cost is added to `spend`; `lookup`
+        is what `prefetch` returned."""
         ...

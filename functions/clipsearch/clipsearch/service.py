@@ -342,6 +342,7 @@ class ClipSearchService:
         mark = started
         try:
             query = self._validate(obj)
+            lookup = None
             if stored.hits is not None:
                 hits = list(stored.hits)  # searched (and billed) already: never again
             else:
@@ -350,10 +351,12 @@ class ClipSearchService:
                 )
                 check_image_bytes(query, image, self.settings.max_image_bytes)
                 mark = self._lap(stages, "read", mark)
+                # The fetch's metadata call needs only the query: it runs beside the search.
+                lookup = self._fetcher.prefetch(query, deadline, spend)
                 hits = self._search(query, image, age_s, deadline, attempt)
                 attempt.store_hits(hits)
                 mark = self._lap(stages, "search", mark)
-            clips = self._fetcher.fetch(query, hits, deadline, spend)
+            clips = self._fetcher.fetch(query, hits, deadline, spend, lookup)
             self._lap(stages, "fetch", mark)
         except PermanentError as error:
             _, uri = self._result_uri(obj)
