@@ -57,14 +57,17 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
-_LAST_AAC_PACKET = (
-    "the clip's last AAC packet, the source's last (10.7 ms), reads as 21.3 ms: the clip "
-    "holds the source from its one IDR with an edit list showing [10.84, 12.0]; its stts "
-    "says 512 (10.7 ms), FFmpeg 8 reading the edit list reports 1024; the oracle or the "
-    "clip, not yet decided"
+_MP3_LAST_FRAME = (
+    "the clip runs to the source's end and declares its last MP3 frame 1152 ticks (24.0 ms) "
+    "where the source's stts says 1105 (23.0 ms), its edit list ending there: FFmpeg 8's "
+    "demuxer reports that packet as 1152 and the engine writes the duration it is given "
+    "(the oracle reads a track's last sample from the stts: oracle.last_samples). Clamping "
+    "to the stream's duration is not the fix: without an edit list FFmpeg takes it from "
+    "mdhd, which mp4-muxer writes 512 ticks short of its stts (browser_mp4_muxer/end)"
 )
 OPEN_DEFECTS: dict[tuple[str, str, str], str] = {
-    ("intra_refresh", "sweep_08", mode): _LAST_AAC_PACKET
+    ("h264_mp3", hit, mode): _MP3_LAST_FRAME
+    for hit in ("end", "sweep_08")  # sweep_08: the full hit set's, also to the file's end
     for mode in ("cold", "sequential", "sidecar")
 }
 
