@@ -57,19 +57,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
-_MP3_LAST_FRAME = (
-    "the clip runs to the source's end and declares its last MP3 frame 1152 ticks (24.0 ms) "
-    "where the source's stts says 1105 (23.0 ms), its edit list ending there: FFmpeg 8's "
-    "demuxer reports that packet as 1152 and the engine writes the duration it is given "
-    "(the oracle reads a track's last sample from the stts: oracle.last_samples). Clamping "
-    "to the stream's duration is not the fix: without an edit list FFmpeg takes it from "
-    "mdhd, which mp4-muxer writes 512 ticks short of its stts (browser_mp4_muxer/end)"
-)
-OPEN_DEFECTS: dict[tuple[str, str, str], str] = {
-    ("h264_mp3", hit, mode): _MP3_LAST_FRAME
-    for hit in ("end", "sweep_08")  # sweep_08: the full hit set's, also to the file's end
-    for mode in ("cold", "sequential", "sidecar")
-}
+OPEN_DEFECTS: dict[tuple[str, str, str], str] = {}
 
 
 def allowed_reasons(kind: str, hit: str, *, beyond_end: bool = False) -> dict[str, str]:
