@@ -57,16 +57,7 @@ ALLOWED: dict[tuple[str, str], dict[str, str]] = {
     },
 }
 
-_LAST_AAC_PACKET = (
-    "the clip's last AAC packet, the source's last (10.7 ms), reads as 21.3 ms: the clip "
-    "holds the source from its one IDR with an edit list showing [10.84, 12.0]; its stts "
-    "says 512 (10.7 ms), FFmpeg 8 reading the edit list reports 1024; the oracle or the "
-    "clip, not yet decided"
-)
-OPEN_DEFECTS: dict[tuple[str, str, str], str] = {
-    ("intra_refresh", "sweep_08", mode): _LAST_AAC_PACKET
-    for mode in ("cold", "sequential", "sidecar")
-}
+OPEN_DEFECTS: dict[tuple[str, str, str], str] = {}
 
 
 def allowed_reasons(kind: str, hit: str, *, beyond_end: bool = False) -> dict[str, str]:

@@ -108,6 +108,7 @@ def scan(path: str | Path, *, decode_audio: bool = False, rotation: bool = True)
         audio: list[list[Packet]] = [[] for _ in audio_streams]
         decoders = [s.codec_context for s in audio_streams] if decode_audio else []
         decoded = [0] * len(audio_streams)
+        last = last_samples(path)
         raw: list[Any] = []
         for packet in container.demux(v, *audio_streams):
             if packet.stream is v:
@@ -122,9 +123,7 @@ def scan(path: str | Path, *, decode_audio: bool = False, rotation: bool = True)
                     t = float(packet.pts * packet.time_base)
                     audio[n].append(
                         Packet(
-                            t,
-                            t + float((packet.duration or 0) * packet.time_base),
-                            hashlib.md5(bytes(packet)).hexdigest(),
+                            t, _packet_end(packet, t, last), hashlib.md5(bytes(packet)).hexdigest()
                         )
                     )
                 if decoders:
@@ -332,15 +331,97 @@ def declared_duration_defects(path: str | Path, clip: Media) -> list[str]:
     return defects
 
 
+def last_samples(path: str | Path) -> dict[int, tuple[int, float]]:
+    """Per track id of a non-fragmented MP4: (file offset, stts duration in seconds) of the
+    track's last sample, from its stbl (stsz, stsc, stco/co64, stts). Empty when the file is
+    not such an MP4 or a table is missing or does not add up.
+
+    FFmpeg 8's mov demuxer (PyAV's) can report the last sample's duration wrong: when a
+    track's edit starts more than 1 s into its media (the AAC pre-roll it then re-reads), it
+    gives the last packet the full frame (1024) although the stts says 512, while FFmpeg 5.1
+    reads 512 from the same file and both decode the same samples. The stts is what the file
+    declares, so the oracle takes a last sample's duration from it (`_packet_end`).
+    """
+    try:
+        data = Path(path).read_bytes()
+        moov = _child(data, 0, len(data), b"moov")
+        if moov is None or _child(data, *moov, b"mvex") is not None:
+            return {}
+        out: dict[int, tuple[int, float]] = {}
+        for kind, a, b in _children(data, *moov):
+            if kind != b"trak":
+                continue
+            found = _last_sample(data, a, b)
+            if found is not None:
+                out[found[0]] = found[1:]
+        return out
+    except (struct.error, ValueError, OSError):
+        return {}
+
+
+def _last_sample(data: bytes, a: int, b: int) -> tuple[int, int, float] | None:
+    """(track id, file offset, stts seconds) of the last sample of the trak in data[a:b]."""
+    tkhd = _child(data, a, b, b"tkhd")
+    mdia = _child(data, a, b, b"mdia")
+    mdhd = _child(data, *mdia, b"mdhd") if mdia else None
+    minf = _child(data, *mdia, b"minf") if mdia else None
+    stbl = _child(data, *minf, b"stbl") if minf else None
+    if tkhd is None or mdhd is None or stbl is None:
+        return None
+    (track_id,) = struct.unpack_from(">I", data, tkhd[0] + (20 if data[tkhd[0]] == 1 else 12))
+    timescale, _ = _full_box_times(data, mdhd[0], 12, 20)
+    stts, stsz, stsc = (_child(data, *stbl, k) for k in (b"stts", b"stsz", b"stsc"))
+    stco, co64 = _child(data, *stbl, b"stco"), _child(data, *stbl, b"co64")
+    if not timescale or stts is None or stsz is None or stsc is None or (stco or co64) is None:
+        return None
+    (entries,) = struct.unpack_from(">I", data, stts[0] + 4)
+    if not entries:
+        return None
+    _, delta = struct.unpack_from(">II", data, stts[0] + 8 + 8 * (entries - 1))
+    size, count = struct.unpack_from(">II", data, stsz[0] + 4)
+    if not count:
+        return None
+    if co64 is not None:
+        (chunks,) = struct.unpack_from(">I", data, co64[0] + 4)
+        offsets_at, fmt, step = co64[0] + 8, ">Q", 8
+    else:
+        assert stco is not None
+        (chunks,) = struct.unpack_from(">I", data, stco[0] + 4)
+        offsets_at, fmt, step = stco[0] + 8, ">I", 4
+    (runs,) = struct.unpack_from(">I", data, stsc[0] + 4)
+    if not chunks or not runs:
+        return None
+    (chunk_offset,) = struct.unpack_from(fmt, data, offsets_at + step * (chunks - 1))
+    # the last stsc run holds the last chunk; its samples are the track's last ones
+    _, per_chunk, _ = struct.unpack_from(">III", data, stsc[0] + 8 + 12 * (runs - 1))
+    if not 0 < per_chunk <= count:
+        return None
+    before = [
+        size or struct.unpack_from(">I", data, stsz[0] + 12 + 4 * i)[0]
+        for i in range(count - per_chunk, count - 1)
+    ]
+    return track_id, chunk_offset + sum(before), delta / timescale
+
+
+def _packet_end(packet: Any, t: float, last: dict[int, tuple[int, float]]) -> float:
+    """Where an audio packet starting at `t` ends: its duration as the demuxer reports it,
+    except a track's last sample, whose duration the stts declares (see `last_samples`)."""
+    at = last.get(packet.stream.id)
+    if at is not None and packet.pos == at[0]:
+        return t + at[1]
+    return t + float((packet.duration or 0) * packet.time_base)
+
+
 def audio_packets(path: str | Path) -> tuple[tuple[Packet, ...], ...]:
     """Each audio track's packets as `scan` lists them, demuxed only (nothing decoded)."""
+    last = last_samples(path)
     with av.open(str(path)) as container:
         streams = list(container.streams.audio)
         tracks: list[list[Packet]] = [[] for _ in streams]
         for packet in container.demux(*streams) if streams else ():
             if packet.size and packet.pts is not None and not packet.is_discard:
                 t = float(packet.pts * packet.time_base)
-                end = t + float((packet.duration or 0) * packet.time_base)
+                end = _packet_end(packet, t, last)
                 digest = hashlib.md5(bytes(packet)).hexdigest()
                 tracks[streams.index(packet.stream)].append(Packet(t, end, digest))
     return tuple(tuple(sorted(track, key=lambda p: p.time)) for track in tracks)

@@ -19,6 +19,8 @@ from tests.corpus import runner
 from tests.corpus.oracle import (
     Media,
     Verdict,
+    _audio_run_defect,
+    audio_packets,
     cheap_defects,
     declared,
     declared_duration_defects,
@@ -267,6 +269,41 @@ def test_a_track_that_declares_the_wrong_duration_is_wrong(
     clip.write_bytes(bytes(data))
     why = _why(judge(media, clip, _info(clip, KEY, (KEY, KEY + 2)), requested=(KEY, KEY + 2)))
     assert "track 2 (audio): tkhd declares 15.000s" in why
+
+
+def _late_audio_edit(source: Path, out: Path, *, last_delta: int | None = None) -> Path:
+    """The source with its audio edit starting 1 s later (media time 1024 + 48000, to the
+    media's end): the source's audio from 1.0 s, as a clip of a one-IDR source holds it.
+    `last_delta`: also rewrite the audio stts's last delta (the 512-tick last sample)."""
+    data = bytearray(source.read_bytes())
+    elst = [i - 4 for i in range(len(data)) if data[i : i + 4] == b"elst"][-1]  # the audio's
+    assert data[elst + 8] == 0
+    assert int.from_bytes(data[elst + 20 : elst + 24]) == 1024
+    data[elst + 16 : elst + 24] = (11000).to_bytes(4, "big") + (49024).to_bytes(4, "big")
+    if last_delta is not None:
+        stts = [i - 4 for i in range(len(data)) if data[i : i + 4] == b"stts"][-1]
+        count = int.from_bytes(data[stts + 12 : stts + 16])
+        at = stts + 16 + 8 * (count - 1) + 4
+        assert int.from_bytes(data[at : at + 4]) == 512
+        data[at : at + 4] = last_delta.to_bytes(4, "big")
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_the_last_audio_packet_lasts_what_its_stts_says(source: Path, tmp_path: Path) -> None:
+    """An audio edit starting over 1 s into the media (a clip of a one-IDR source): FFmpeg 8's
+    mov demuxer reports the last AAC packet as 1024 ticks where the stts says 512 (FFmpeg 5.1
+    and the source read 512; both decode the same samples). The oracle reads the last
+    sample's duration from the stts, so the right run passes and a stretched one is caught."""
+    want = audio_packets(source)[0]
+    assert round((want[-1].end - want[-1].time) * 48000) == 512
+    right = audio_packets(_late_audio_edit(source, tmp_path / "late-edit.mp4"))[0]
+    assert round((right[-1].end - right[-1].time) * 48000) == 512
+    assert _audio_run_defect(right, want, 1.0) == ""
+    stretched = _late_audio_edit(source, tmp_path / "late-edit-1024.mp4", last_delta=1024)
+    assert "lasts 21.3 ms, the source's 10.7 ms" in _audio_run_defect(
+        audio_packets(stretched)[0], want, 1.0
+    )
 
 
 def test_audio_that_starts_late_is_wrong(source: Path, media: Media, tmp_path: Path) -> None:

@@ -12,10 +12,12 @@ import struct
 import subprocess
 from pathlib import Path
 
+import av
 import pytest
 
 from clipsearch.clipping import FileRangeSource, IndexCache, cut_clip
 from clipsearch.clipping.tables import Unsupported, parse_movie
+from tests.corpus.oracle import last_samples
 from tests.corpus.recipes import KINDS, build
 from tests.corpus.runner import hits_for, source_media
 
@@ -164,3 +166,31 @@ def test_an_edit_starting_between_a_keyframes_decode_and_display_times(tmp_path:
         assert (path_t, path_m) == ("tables", "moov")
         assert start_t == start_m, f"at {start}s the tables start the clip at {start_t}s"
         assert clip_t == clip_m, f"the clips at {start}s differ"
+
+
+def _last_audio_durations(path: Path) -> list[float]:
+    """Each audio track's last sample's stts duration (seconds), in stream order."""
+    last = last_samples(path)
+    with av.open(str(path)) as container:
+        return [last[int(s.id)][1] for s in container.streams.audio]
+
+
+@pytest.mark.parametrize("kind", ["h264_mp3", "browser_mp4_muxer", "intra_refresh"])
+def test_a_clip_to_the_end_keeps_the_last_audio_samples_stts_duration(
+    kind: str, tmp_path: Path
+) -> None:
+    """A clip holding a track's last sample gives it the source's stts duration, on both
+    paths. FFmpeg 8 reports h264_mp3's last MP3 frame as 1152 ticks where its stts (and edit
+    list) end it at 1105: written as reported, the clip played the encoder's padding. Not the
+    stream's duration either: browser_mp4_muxer's mdhd is 512 ticks short of its stts."""
+    path = build(kind)
+    hit = hits_for(source_media(path))["end"]
+    expected = _last_audio_durations(path)
+    assert expected
+    for use_tables in (True, False):
+        out = tmp_path / f"{use_tables}.mp4"
+        info = cut_clip(
+            FileRangeSource(path), hit.start, hit.end, out, exact=hit.exact, use_tables=use_tables
+        )
+        assert info.index_path == ("tables" if use_tables else "moov")
+        assert _last_audio_durations(out) == pytest.approx(expected, abs=1e-9), use_tables

@@ -667,3 +667,68 @@ def video_composition_offsets(moov: bytes) -> CompositionOffsets | None:
             return CompositionOffsets(list(itertools.accumulate(table[0::2])), table[1::2])
         return None
     return None
+
+
+@dataclass(frozen=True)
+class LastSample:
+    """A track's last sample: where it lies in the file, and its stts duration (`delta`, in
+    the track's `timescale`)."""
+
+    offset: int
+    delta: int
+    timescale: int
+
+
+def last_samples(moov: bytes) -> dict[int, LastSample]:
+    """Per track_ID, its last sample (from stts, stsz, stsc, stco/co64 of a whole moov box's
+    bytes): a handful of table entries read, whatever the track's length. A track whose
+    tables are missing or do not add up is left out."""
+    out: dict[int, LastSample] = {}
+    for trak, trak_end in _find(moov, 8, len(moov), ("trak",)):
+        try:
+            found = _last_sample(moov, trak, trak_end)
+        except (struct.error, IndexError, ValueError):
+            found = None
+        if found is not None:
+            out[found[0]] = found[1]
+    return out
+
+
+def _last_sample(moov: bytes, trak: int, trak_end: int) -> tuple[int, LastSample] | None:
+    def one(*path: str) -> tuple[int, int] | None:
+        found = _find(moov, trak, trak_end, path)
+        return found[0] if len(found) == 1 else None
+
+    tkhd, mdhd = one("tkhd"), one("mdia", "mdhd")
+    stbl = ("mdia", "minf", "stbl")
+    stts, stsz, stsc = one(*stbl, "stts"), one(*stbl, "stsz"), one(*stbl, "stsc")
+    stco, co64 = one(*stbl, "stco"), one(*stbl, "co64")
+    if tkhd is None or mdhd is None or stts is None or stsz is None or stsc is None:
+        return None
+    (track_id,) = struct.unpack_from(">I", moov, tkhd[0] + (20 if moov[tkhd[0]] == 1 else 12))
+    (timescale,) = struct.unpack_from(">I", moov, mdhd[0] + (20 if moov[mdhd[0]] == 1 else 12))
+    (entries,) = struct.unpack_from(">I", moov, stts[0] + 4)
+    size, count = struct.unpack_from(">II", moov, stsz[0] + 4)
+    (runs,) = struct.unpack_from(">I", moov, stsc[0] + 4)
+    if not (timescale and entries and count and runs) or (stco is None) == (co64 is None):
+        return None
+    if stts[0] + 8 + 8 * entries > stts[1] or stsc[0] + 8 + 12 * runs > stsc[1]:
+        return None
+    _, delta = struct.unpack_from(">II", moov, stts[0] + 8 + 8 * (entries - 1))
+    table, fmt, step = (stco, ">I", 4) if stco is not None else (co64, ">Q", 8)
+    assert table is not None
+    (chunks,) = struct.unpack_from(">I", moov, table[0] + 4)
+    if not chunks or table[0] + 8 + step * chunks > table[1]:
+        return None
+    (chunk_offset,) = struct.unpack_from(fmt, moov, table[0] + 8 + step * (chunks - 1))
+    first_chunk, per_chunk, _ = struct.unpack_from(">III", moov, stsc[0] + 8 + 12 * (runs - 1))
+    if not 0 < per_chunk <= count or first_chunk > chunks:
+        return None
+    # the last chunk holds the last run's `per_chunk` samples, the track's last ones
+    if not size and stsz[0] + 12 + 4 * count > stsz[1]:
+        return None
+    before = [
+        size or struct.unpack_from(">I", moov, stsz[0] + 12 + 4 * i)[0]
+        for i in range(count - per_chunk, count - 1)
+    ]
+    return track_id, LastSample(chunk_offset + sum(before), delta, timescale)

@@ -1326,6 +1326,7 @@ class ClipSource:
                 _check_audio_run([p for p in audio if p.stream is track])
         index = [(b.offset, b.size) for b in self._layout.boxes if b.kind in _INDEX_BOXES]
         _check_no_shared_bytes([*got.video, *audio], index)
+        self._last_sample_durations(audio)
         for p in got.video[1:]:
             if p.is_keyframe and self._decodable(p) is False:
                 # A recovery point (x264 intra refresh) marked sync: the clip's stss must not
@@ -1350,6 +1351,43 @@ class ClipSource:
         return _Written(
             out_path, real_start, real_end, out_path.stat().st_size, has_audio=bool(tracks)
         )
+
+    def _last_sample_durations(self, audio: list[Any]) -> None:
+        """A track's last sample lasts what the source's stts says, not what the demuxer
+        reports: FFmpeg 8 gives an MP3 track's last frame its full 1152 ticks where the stts
+        (and the edit list) end it at 1105, and the clip would then play the encoder's
+        padding. Neither the stream's duration (mdhd, which some muxers write short of the
+        stts) nor the edit list says it; the stts does. From the tables, or the moov already
+        held: no read, a few table entries per track."""
+        if self._fragmented or not audio:
+            return
+        last = self._last_samples()
+        for p in audio:
+            found = last.get(int(p.stream.id))
+            if (
+                found is not None
+                and p.pos == found.offset
+                and found.delta > 0
+                and p.time_base == Fraction(1, found.timescale)
+            ):
+                p.duration = found.delta
+
+    def _last_samples(self) -> dict[int, boxes.LastSample]:
+        """Per track id, the source's last sample (offset, stts duration); parsed once."""
+        if self._movie is not None:
+            return {
+                t.track_id: boxes.LastSample(
+                    t.offset(t.samples - 1), t.duration_of(t.samples - 1), t.timescale
+                )
+                for t in self._movie.tracks
+                if t.samples
+            }
+        if not hasattr(self, "_last"):
+            self._last: dict[int, boxes.LastSample] = {}
+            moov = self.index.box("moov")
+            if moov is not None and not self._file.gaps(moov.offset, moov.end):
+                self._last = boxes.last_samples(self._file.peek(moov.offset, moov.size))
+        return self._last
 
     def _closing_dts(self, video: list[Any]) -> int | None:
         """Where the clip must end so no source frame shows before its last one ends.
