@@ -43,10 +43,9 @@ from cloudevents.http import CloudEvent
 from clipsearch_dev.media import make_video, query_image_bytes
 from clipsearch_dev.net import free_port
 from clipsearch_dev.outcomes import OutcomeCollector
-from clipsearch_dev.stack import FUNCTION_ROOT, FUNCTION_TARGET, LocalStack, StackOptions
+from clipsearch_dev.stack import FUNCTION_ROOT, FUNCTION_TARGET, REPO, LocalStack, StackOptions
 
 OUT = Path(__file__).parent / "out"
-REPO = Path(__file__).resolve().parent.parent
 UNTRIGGERED = "clipsearch-bench-queries"  # no trigger: only the spawned server sees the event
 VIDEO_NO = "VI-BENCH-0001"
 IMPORT_MAIN = (

@@ -17,20 +17,18 @@ Run: make bench-vendor  (or .venv/bin/python -m bench.vendor); writes bench/out/
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import random
 import statistics
-import subprocess
-import tarfile
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from bench.coldstart import extract_tree
 from clipsearch_dev.media import make_video, query_image_bytes
 from clipsearch_dev.outcomes import OutcomeCollector
-from clipsearch_dev.stack import REPO, LocalStack, StackOptions
+from clipsearch_dev.stack import LocalStack, StackOptions
 
 OUT = Path(__file__).parent / "out"
 MEDIA = OUT / "vendor-media"
@@ -180,18 +178,6 @@ def run(
     }
 
 
-def extract(ref: str, into: Path) -> Path:
-    """The function's deploy root as it was at `ref` (git archive: nothing checked out)."""
-    archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", ref, "functions/clipsearch"],
-        check=True,
-        capture_output=True,
-    ).stdout
-    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-        tar.extractall(into, filter="data")
-    return into / "functions" / "clipsearch"
-
-
 def table(rows: list[dict[str, Any]]) -> str:
     out = [
         "| function | stand-in profile | answered | queries/min (first upload to last outcome) | "
@@ -283,7 +269,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         print(json.dumps(rows[-1], indent=1), flush=True)
     if args.before:
         with tempfile.TemporaryDirectory() as tmp:
-            root = extract(args.before, Path(tmp))
+            root = extract_tree(args.before, Path(tmp))
             row = run(
                 "default",
                 queries=args.queries,
