@@ -1,4 +1,4 @@
-"""Our sample tables (tables.py) and the planner's index over them, against FFmpeg's own index.
+"""Our sample tables (movie.py, moov.py, sidecar.py) and the planner's index over them, against FFmpeg's own index.
 
 FFmpeg parses the same moov its way; for every sample of every track our offset, size, decode
 time (shifted to FFmpeg's timeline) and sync flag must be its, and the planner's search must
@@ -15,8 +15,10 @@ from pathlib import Path
 import av
 import pytest
 
-from clipsearch.clipping import ClipSource, FileRangeSource, IndexCache, tables
+from clipsearch.clipping import ClipSource, FileRangeSource, IndexCache
+from clipsearch.clipping.moov import rebuild
 from clipsearch.clipping.planner import EntriesIndex, TableIndex
+from clipsearch.clipping.samples import be32, chunk_map
 from clipsearch.clipping.tables import (
     Movie,
     Unsupported,
@@ -142,7 +144,7 @@ def test_big_endian_words_narrow_to_16_bits_only_when_every_one_fits(
     plain = b"".join(v.to_bytes(4, "big") for v in values)
     # the second column of (count, value) pairs, as in ctts
     pairs = b"".join((9).to_bytes(4, "big") + v.to_bytes(4, "big") for v in values)
-    for table in (tables._be32(plain), tables._be32(pairs, 8, 4)):
+    for table in (be32(plain), be32(pairs, 8, 4)):
         assert table.typecode == code
         assert list(table) == values
 
@@ -194,7 +196,7 @@ def test_stsc_runs_out_of_order_are_refused_before_anything_is_expanded() -> Non
     body = struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">III", *r) for r in runs)
     box = memoryview(body)
     with pytest.raises(Unsupported, match="out of order"):
-        tables._chunks(box, (0, len(body)), 4, 5)
+        chunk_map(box, (0, len(body)), 4, 5)
 
 
 def test_a_skeleton_and_tables_that_disagree_are_refused(sources: dict[str, Path]) -> None:
@@ -202,8 +204,8 @@ def test_a_skeleton_and_tables_that_disagree_are_refused(sources: dict[str, Path
     run out of tables (StopIteration escaped as an engine error)."""
     movie = _movie(sources["moov_at_end"])
     tracks = [b"" for _ in movie.tracks]
-    tables._rebuild(movie.skeleton, tracks)  # as many as the skeleton has: fine
+    rebuild(movie.skeleton, tracks)  # as many as the skeleton has: fine
     with pytest.raises(Unsupported, match="more sample tables"):
-        tables._rebuild(movie.skeleton, tracks[:-1])
+        rebuild(movie.skeleton, tracks[:-1])
     with pytest.raises(Unsupported, match="fewer sample tables"):
-        tables._rebuild(movie.skeleton, [*tracks, b""])
+        rebuild(movie.skeleton, [*tracks, b""])

@@ -13,7 +13,8 @@ import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from clipsearch.clipping.tables import Movie, dump_movie, load_movie
+from clipsearch.clipping.movie import Movie
+from clipsearch.clipping.sidecar import dump_movie, load_movie
 
 _MAGIC = b"CSIX"
 _VERSION = 2
