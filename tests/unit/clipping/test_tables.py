@@ -1,4 +1,5 @@
-"""Our sample tables (movie.py, moov.py, sidecar.py) and the planner's index over them, against FFmpeg's own index.
+"""Our sample tables (movie.py, moov.py, sidecar.py) and the planner's index over them,
+against FFmpeg's own index.
 
 FFmpeg parses the same moov its way; for every sample of every track our offset, size, decode
 time (shifted to FFmpeg's timeline) and sync flag must be its, and the planner's search must
