@@ -78,3 +78,15 @@ def box(kind: str, *parts: Bytes) -> bytes:
 def full_box(kind: str, version: int, flags: int, *parts: Bytes) -> bytes:
     """A full box: version and flags, then `parts`."""
     return box(kind, struct.pack(">I", (version << 24) | flags), *parts)
+
+
+def find_path(data: Bytes, start: int, end: int, path: tuple[str, ...]) -> list[tuple[int, int]]:
+    """Bodies (start, end) of the boxes at `path` under data[start:end], searched through
+    `leading_boxes` (a bad header ends the search at its level)."""
+    if not path:
+        return [(start, end)]
+    out = []
+    for kind, _, body, box_end in leading_boxes(data, start, end):
+        if kind == path[0]:
+            out += find_path(data, body, box_end, path[1:])
+    return out

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
-from clipsearch.clipping.boxes import _children
+from clipsearch.clipping.boxiter import leading_boxes
 
 # tfhd flags (ISO/IEC 14496-12 8.8.7)
 _BASE_DATA_OFFSET = 0x1
@@ -52,7 +52,7 @@ class FragmentSample:
 
 
 def _boxes(data: bytes, start: int, end: int, kind: str) -> Iterator[tuple[int, int]]:
-    for name, body, box_end in _children(data, start, end):
+    for name, _, body, box_end in leading_boxes(data, start, end):
         if name == kind:
             yield body, box_end
 

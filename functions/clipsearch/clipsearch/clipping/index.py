@@ -140,8 +140,6 @@ class IndexCache:
         self._entries: OrderedDict[str, SourceIndex] = OrderedDict()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.hits = 0
-        self.misses = 0
         self.evictions = 0
 
     @staticmethod
@@ -158,11 +156,8 @@ class IndexCache:
     def get(self, key: str) -> SourceIndex | None:
         with self._lock:
             index = self._entries.get(key)
-            if index is None:
-                self.misses += 1
-                return None
-            self._entries.move_to_end(key)
-            self.hits += 1
+            if index is not None:
+                self._entries.move_to_end(key)
             return index
 
     def put(self, key: str, index: SourceIndex) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TypeAlias
 
-from clipsearch.clipping.boxiter import BadBox, BoxSpan, Bytes, boxes_in
+from clipsearch.clipping.boxiter import BadBox, BoxSpan, Bytes, boxes_in, find_path
 
 _LITTLE = sys.byteorder == "little"
 # A table: an array we built, or a typed view straight into a loaded sidecar (no copy).
@@ -334,3 +334,86 @@ def read_groups(
             raise Unsupported("sbgp covers more samples than the track has")
         parsed.append((bytes(moov[b : b + head]), Runs.of(gcounts, indices)))
     return tuple(parsed)
+
+
+@dataclass(frozen=True)
+class LastSample:
+    """A track's last sample: where it lies in the file, and its stts duration (`delta`, in
+    the track's `timescale`)."""
+
+    offset: int
+    delta: int
+    timescale: int
+
+
+_STBL = ("mdia", "minf", "stbl")
+_LAST_PATHS = {
+    "tkhd": ("tkhd",),
+    "mdhd": ("mdia", "mdhd"),
+    **{kind: (*_STBL, kind) for kind in ("stts", "stsz", "stsc", "stco", "co64")},
+}
+
+
+def last_samples(moov: bytes) -> dict[int, LastSample]:
+    """Per track_ID, its last sample (from stts, stsz, stsc, stco/co64 of a whole moov box's
+    bytes): a handful of table entries read, whatever the track's length. A track whose
+    tables are missing or do not add up is left out."""
+    out: dict[int, LastSample] = {}
+    for trak, trak_end in find_path(moov, 8, len(moov), ("trak",)):
+        try:
+            found = _last_sample(moov, trak, trak_end)
+        except (struct.error, IndexError, ValueError):
+            found = None
+        if found is not None:
+            out[found[0]] = found[1]
+    return out
+
+
+def _last_sample(moov: bytes, trak: int, trak_end: int) -> tuple[int, LastSample] | None:
+    boxes: dict[str, Where] = {}
+    for kind, path in _LAST_PATHS.items():
+        found = find_path(moov, trak, trak_end, path)
+        if len(found) == 1:
+            boxes[kind] = found[0]
+    if not {"tkhd", "mdhd", "stts", "stsz", "stsc"} <= boxes.keys():
+        return None
+    if ("stco" in boxes) == ("co64" in boxes):
+        return None
+    track_id = _after_times(moov, boxes["tkhd"][0])
+    timescale = _after_times(moov, boxes["mdhd"][0])
+    stts = _last_entry(moov, boxes["stts"], ">II")
+    stsc = _last_entry(moov, boxes["stsc"], ">III")
+    chunks = _last_entry(
+        moov, *((boxes["stco"], ">I") if "stco" in boxes else (boxes["co64"], ">Q"))
+    )
+    stsz_body, stsz_end = boxes["stsz"]
+    size, count = struct.unpack_from(">II", moov, stsz_body + 4)
+    if not timescale or not count or stts is None or stsc is None or chunks is None:
+        return None
+    first_chunk, per_chunk, _ = stsc[1]
+    if not 0 < per_chunk <= count or first_chunk > chunks[0]:
+        return None
+    # the last chunk holds the last run's `per_chunk` samples, the track's last ones
+    if not size and stsz_body + 12 + 4 * count > stsz_end:
+        return None
+    before = [
+        size or struct.unpack_from(">I", moov, stsz_body + 12 + 4 * i)[0]
+        for i in range(count - per_chunk, count - 1)
+    ]
+    return track_id, LastSample(chunks[1][0] + sum(before), stts[1][1], timescale)
+
+
+def _after_times(moov: bytes, body: int) -> int:
+    """The word after a tkhd's or mdhd's times: the track_ID, or the timescale."""
+    return int(struct.unpack_from(">I", moov, body + (20 if moov[body] == 1 else 12))[0])
+
+
+def _last_entry(moov: bytes, where: Where, fmt: str) -> tuple[int, tuple[int, ...]] | None:
+    """(entry count, last entry) of a table box, None when it is empty or its entries do not
+    fit the box."""
+    body, end = where
+    step = struct.calcsize(fmt)
+    (count,) = struct.unpack_from(">I", moov, body + 4)
+    if not count or body + 8 + step * count > end:
+        return None
+    return count, struct.unpack_from(fmt, moov, body + 8 + step * (count - 1))

@@ -10,7 +10,7 @@ from typing import Any
 
 import av
 
-from clipsearch.clipping.boxes import _children
+from clipsearch.clipping.boxiter import leading_boxes
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 
 SELF_CHECK_PACKETS = 400  # decoded at most, to reach the clip's first shown frame
@@ -97,7 +97,7 @@ def _decode_first(clip: Any, stream: Any, frame_s: float) -> None:
 
 
 def _child(data: bytes, start: int, end: int, kind: str) -> tuple[int, int] | None:
-    return next(((b, e) for k, b, e in _children(data, start, end) if k == kind), None)
+    return next(((b, e) for k, _, b, e in leading_boxes(data, start, end) if k == kind), None)
 
 
 def _scale_and_duration(data: bytes, body: int) -> tuple[int, int]:
@@ -122,40 +122,56 @@ def declared_duration_disagreement(clip: bytes) -> str:
     movie_scale, movie = _scale_and_duration(clip, mvhd[0])
     longest = 0.0
     slack = 0.0
-    for kind, trak, trak_end in _children(clip, *moov):
+    for kind, _, trak, trak_end in leading_boxes(clip, *moov):
         if kind != "trak":
             continue
-        tkhd = _child(clip, trak, trak_end, "tkhd")
-        mdia = _child(clip, trak, trak_end, "mdia")
-        mdhd = _child(clip, *mdia, "mdhd") if mdia else None
-        minf = _child(clip, *mdia, "minf") if mdia else None
-        stbl = _child(clip, *minf, "stbl") if minf else None
-        stts = _child(clip, *stbl, "stts") if stbl else None
-        if tkhd is None or mdhd is None or stts is None:
-            return "a track without tkhd, mdhd or stts"
-        v1 = clip[tkhd[0]] == 1
-        (track,) = struct.unpack_from(">Q" if v1 else ">I", clip, tkhd[0] + (28 if v1 else 20))
-        media_scale, media = _scale_and_duration(clip, mdhd[0])
-        (count,) = struct.unpack_from(">I", clip, stts[0] + 4)
-        runs = [struct.unpack_from(">II", clip, stts[0] + 8 + 8 * n) for n in range(count)]
-        samples = sum(n * delta for n, delta in runs)
-        frame = max(runs, default=(0, 0))[1] / media_scale  # the delta most samples have
-        skipped = 0.0
-        edts = _child(clip, trak, trak_end, "edts")
-        elst = _child(clip, *edts, "elst") if edts else None
-        if elst is not None and clip[elst[0]] == 0:
-            (edits,) = struct.unpack_from(">I", clip, elst[0] + 4)
-            for n in range(edits):
-                _, media_time = struct.unpack_from(">Ii", clip, elst[0] + 8 + 12 * n)
-                skipped = max(skipped, media_time / media_scale)
-        gap = (media - samples) / media_scale
-        if not -frame - 0.001 <= gap <= skipped + frame + 0.001:
-            return (
-                f"a track's mdhd says {media / media_scale:.3f}s, its samples last "
-                f"{samples / media_scale:.3f}s"
-            )
+        why, track, frame = _track_disagreement(clip, trak, trak_end)
+        if why:
+            return why
         longest = max(longest, track / movie_scale)
         slack = max(slack, frame)
     if abs(movie / movie_scale - longest) > slack + 0.001:
         return f"mvhd says {movie / movie_scale:.3f}s, the longest track {longest:.3f}s"
     return ""
+
+
+def _track_disagreement(clip: bytes, trak: int, trak_end: int) -> tuple[str, int, float]:
+    """(why the track's mdhd disagrees with its samples or "", its tkhd duration, the
+    duration most of its samples have, in seconds)."""
+    tkhd = _child(clip, trak, trak_end, "tkhd")
+    mdia = _child(clip, trak, trak_end, "mdia")
+    mdhd = _child(clip, *mdia, "mdhd") if mdia else None
+    minf = _child(clip, *mdia, "minf") if mdia else None
+    stbl = _child(clip, *minf, "stbl") if minf else None
+    stts = _child(clip, *stbl, "stts") if stbl else None
+    if tkhd is None or mdhd is None or stts is None:
+        return "a track without tkhd, mdhd or stts", 0, 0.0
+    v1 = clip[tkhd[0]] == 1
+    (track,) = struct.unpack_from(">Q" if v1 else ">I", clip, tkhd[0] + (28 if v1 else 20))
+    media_scale, media = _scale_and_duration(clip, mdhd[0])
+    (count,) = struct.unpack_from(">I", clip, stts[0] + 4)
+    runs = [struct.unpack_from(">II", clip, stts[0] + 8 + 8 * n) for n in range(count)]
+    samples = sum(n * delta for n, delta in runs)
+    frame = max(runs, default=(0, 0))[1] / media_scale  # the delta most samples have
+    skipped = _edit_skip(clip, trak, trak_end, media_scale)
+    gap = (media - samples) / media_scale
+    if not -frame - 0.001 <= gap <= skipped + frame + 0.001:
+        why = (
+            f"a track's mdhd says {media / media_scale:.3f}s, its samples last "
+            f"{samples / media_scale:.3f}s"
+        )
+        return why, track, frame
+    return "", track, frame
+
+
+def _edit_skip(clip: bytes, trak: int, trak_end: int, media_scale: int) -> float:
+    """The longest media time a version-0 edit list starts at, in seconds (0 without one)."""
+    skipped = 0.0
+    edts = _child(clip, trak, trak_end, "edts")
+    elst = _child(clip, *edts, "elst") if edts else None
+    if elst is not None and clip[elst[0]] == 0:
+        (edits,) = struct.unpack_from(">I", clip, elst[0] + 4)
+        for n in range(edits):
+            _, media_time = struct.unpack_from(">Ii", clip, elst[0] + 8 + 12 * n)
+            skipped = max(skipped, media_time / media_scale)
+    return skipped
