@@ -1,4 +1,4 @@
-"""The synthetic index (clipping/tables.py) against FFmpeg's own parse of the whole moov.
+"""The synthetic index (clipping/movie.py, moov.py) against FFmpeg's own parse of the whole moov.
 
 Every corpus kind with a moov is classified: cut from our tables, or (a short, named list) by
 FFmpeg parsing the moov whole. For the first kind, a clip cut from the synthetic index must be

@@ -64,7 +64,7 @@ def _tfra_fits(mfra: bytes, body: int, end: int) -> bool:
     version = mfra[body]
     _track_id, sizes, count = struct.unpack_from(">III", mfra, body + 4)
     entry = (16 if version == 1 else 8) + _tfra_entry_bytes(sizes)
-    return count * entry <= end - body - 16
+    return bool(count * entry <= end - body - 16)
 
 
 def parse_tfra(mfra: bytes) -> dict[int, list[FragmentPoint]]:

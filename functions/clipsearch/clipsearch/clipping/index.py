@@ -46,7 +46,7 @@ class SourceIndex:
     layout: str  # "faststart", "moov_at_end" or "fragmented"
     boxes: tuple[Box, ...]
     spans: tuple[tuple[int, bytes], ...]  # (offset, bytes), sorted, non-overlapping
-    # The moov as compact tables (tables.py), when we can reproduce it: the spans then
+    # The moov as compact tables (movie.py), when we can reproduce it: the spans then
     # hold the boxes around it but not the moov itself, and cuts never parse it whole.
     movie: Movie | None = None
 

@@ -172,7 +172,7 @@ class Movie:
 
     def synthesize(self, windows: Sequence[tuple[int, int] | None]) -> bytes:
         """A moov whose tracks hold the samples of `windows[t]` = (first, last) and the few
-        the demuxer reads at the ends and at the edit (`_rows`).
+        the demuxer reads at the ends and at the edit (`moov.track_tables`).
 
         Each gap becomes placeholder samples (never read: a cut that reaches one is done
         again the whole way) spanning the decode time left out, so every kept sample keeps

@@ -241,7 +241,7 @@ def chunk_map(
 
 
 def pairs(
-    moov: memoryview, where: Where, code: str, count: int | None = None
+    moov: Bytes, where: Where, code: str, count: int | None = None
 ) -> tuple[array.array[int], array.array[int]]:
     b, e = where
     if count is None:
