@@ -16,7 +16,8 @@ import av
 import pytest
 
 from clipsearch.clipping import FileRangeSource, IndexCache, cut_clip
-from clipsearch.clipping.tables import Unsupported, parse_movie
+from clipsearch.clipping.movie import parse_movie
+from clipsearch.clipping.samples import Unsupported
 from tests.corpus.oracle import last_samples
 from tests.corpus.recipes import KINDS, build
 from tests.corpus.runner import hits_for, source_media

@@ -18,15 +18,10 @@ import pytest
 
 from clipsearch.clipping import ClipSource, FileRangeSource, IndexCache
 from clipsearch.clipping.moov import rebuild
+from clipsearch.clipping.movie import Movie, parse_movie
 from clipsearch.clipping.planner import EntriesIndex, TableIndex
-from clipsearch.clipping.samples import be32, chunk_map
-from clipsearch.clipping.tables import (
-    Movie,
-    Unsupported,
-    dump_movie,
-    load_movie,
-    parse_movie,
-)
+from clipsearch.clipping.samples import Unsupported, be32, chunk_map
+from clipsearch.clipping.sidecar import dump_movie, load_movie
 
 KINDS = ("faststart", "moov_at_end", "video_only", "hvc1", "hev1")
 

@@ -3,17 +3,6 @@
 
 from clipsearch.clipping.moov import HEAD_SAMPLES
 from clipsearch.clipping.movie import Movie, Track, parse_movie
-from clipsearch.clipping.samples import Runs, Unsupported
-from clipsearch.clipping.sidecar import check_movie, dump_movie, load_movie
+from clipsearch.clipping.samples import Unsupported
 
-__all__ = [
-    "HEAD_SAMPLES",
-    "Movie",
-    "Runs",
-    "Track",
-    "Unsupported",
-    "check_movie",
-    "dump_movie",
-    "load_movie",
-    "parse_movie",
-]
+__all__ = ["HEAD_SAMPLES", "Movie", "Track", "Unsupported", "parse_movie"]
