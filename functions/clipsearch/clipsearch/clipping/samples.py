@@ -83,7 +83,7 @@ def be32(data: bytes | memoryview, stride: int = 4, at: int = 0) -> array.array[
 
 @dataclass(frozen=True, eq=False)
 class Runs:
-    """A run-length table (stts, sbgp): run r covers samples [starts[r], starts[r+1])."""
+    """A run-length table (stts, ctts, sbgp): run r covers samples [starts[r], starts[r+1])."""
 
     starts: Ints  # first sample of each run, then the total count
     values: Ints

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import array
 import struct
+import sys
 
 from clipsearch.clipping.movie import MAX_TRACKS, Movie, Track
-from clipsearch.clipping.samples import _LITTLE, Ints, Runs, Unsupported, children
+from clipsearch.clipping.samples import Ints, Runs, Unsupported, children
 
+_LITTLE = sys.byteorder == "little"  # the arrays are stored in the machine's order
 _TYPECODES = frozenset("BHIiqQ")
 _ARRAY = struct.Struct("<c7xQ")  # type code, count: 16 bytes, so the data that follows
 _TRACK = struct.Struct("<I4sIBqqB2x")  # id, handler, timescale, ctts version, edit, flags
