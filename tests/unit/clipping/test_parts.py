@@ -1,4 +1,5 @@
-"""The cutter's parts: the sparse reader, the index blob and cache, the HTTP range source."""
+"""The cutter's parts: the box iterator, the sparse reader, the index blob and cache, the HTTP
+range source."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from clipsearch.clipping import (
     IndexCache,
     SourceIndex,
 )
+from clipsearch.clipping.boxiter import BadBox, box, boxes_in, find_path, leading_boxes
+from clipsearch.clipping.codecs import video_composition_offsets
 from clipsearch.clipping.index import Box
 from clipsearch.clipping.reader import SparseFile
 
@@ -45,6 +48,39 @@ class Bytes:
 
 
 DATA = bytes(range(256)) * 4096  # 1 MiB
+
+
+def test_one_box_iterator_raises_at_a_bad_header_and_leading_boxes_stop_there():
+    a, b = box("free", b"12"), box("skip")
+    large = b"\0\0\0\1wide" + (20).to_bytes(8, "big") + b"four"
+    data = a + b + large + box("mdat", b"xyz")[:-1]  # the last box is cut short
+    with pytest.raises(BadBox, match="does not fit"):
+        boxes_in(data, 0, len(data))
+    spans = leading_boxes(data, 0, len(data))
+    assert [(s.kind, s.start, s.body, s.end) for s in spans] == [
+        ("free", 0, 8, 10),
+        ("skip", 10, 18, 18),
+        ("wide", 18, 34, 38),
+    ]
+    to_end = b"\0\0\0\0mdat" + b"rest"  # size 0: to the end of the range
+    assert boxes_in(to_end, 0, len(to_end))[0].end == len(to_end)
+    with pytest.raises(BadBox, match="truncated box header"):
+        boxes_in(a + b"\0\0\0", 0, len(a) + 3)
+    with pytest.raises(BadBox, match="truncated large box header"):
+        boxes_in(b"\0\0\0\1wide\0\0", 0, 10)
+    nested = box("moov", box("trak", box("tkhd", b"t")), box("trak", b"\0\0"))
+    assert find_path(nested, 0, len(nested), ("moov", "trak", "tkhd")) == [(24, 25)]
+
+
+def test_composition_offsets_read_signed_per_sample_and_none_past_the_table():
+    runs = [(2, 512), (1, -512 & 0xFFFFFFFF)]  # (samples, offset as stored)
+    entries = b"".join(n.to_bytes(4, "big") + v.to_bytes(4, "big") for n, v in runs)
+    ctts = box("ctts", b"\0\0\0\0", len(runs).to_bytes(4, "big"), entries)
+    hdlr = box("hdlr", bytes(8), b"vide", bytes(12))
+    trak = box("trak", box("mdia", hdlr, box("minf", box("stbl", ctts))))
+    table = video_composition_offsets(box("moov", trak))
+    assert table is not None
+    assert [table.at(i) for i in (-1, 0, 1, 2, 3)] == [None, 512, 512, -512, None]
 
 
 def test_sparse_file_reads_short_at_region_ends_and_fetches_gaps_once():
