@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from clipsearch.clipping.boxiter import leading_boxes
+from clipsearch.clipping.boxiter import TruncatedHeader, decode_header, leading_boxes
 from clipsearch.clipping.codecs import (
     random_access_nal,
     video_composition_offsets,
@@ -75,17 +75,12 @@ def _refuse(message: str) -> ClipUnavailable:
 
 
 def _header(f: SparseFile, pos: int, size: int) -> Box:
-    raw = f.peek(pos, 16)
-    if len(raw) < 8:
-        raise _refuse(f"truncated box header at {pos}")
-    length, kind_raw = struct.unpack_from(">I4s", raw)
+    try:
+        kind_raw, length, _ = decode_header(f.peek(pos, 16), 0, size - pos)
+    except TruncatedHeader as error:
+        what = "large box header" if error.large else "box header"
+        raise _refuse(f"truncated {what} at {pos}") from None
     kind = kind_raw.decode("latin-1")
-    if length == 1:
-        if len(raw) < 16:
-            raise _refuse(f"truncated large box header at {pos}")
-        (length,) = struct.unpack_from(">Q", raw, 8)
-    elif length == 0:
-        length = size - pos
     if length < 8 or pos + length > size or not kind.isprintable():
         raise _refuse(f"not an MP4 box at {pos} ({kind!r}, {length} bytes)")
     return Box(kind, pos, length)
@@ -400,15 +395,12 @@ def check_chain(f: SparseFile, start: int, end: int, checked: set[int]) -> None:
         if start >= min(end, size) or f.gaps(start, start + 8):
             return
         raw = f.peek(start, 16) if not f.gaps(start, start + 16) else f.peek(start, 8)
-        if len(raw) < 8:
-            raise _malformed(f"truncated box header at {start}")
-        length, kind = struct.unpack_from(">I4s", raw)
-        if length == 1:
-            if len(raw) < 16:
+        try:
+            kind, length, _ = decode_header(raw, 0, size - start)
+        except TruncatedHeader as error:
+            if error.large:  # the 64-bit size is not held yet: the chain is followed no further
                 return
-            (length,) = struct.unpack_from(">Q", raw, 8)
-        elif length == 0:
-            length = size - start
+            raise _malformed(f"truncated box header at {start}") from None
         if length < 8 or start + length > size:
             raise _malformed(f"box {kind!r} at {start} has size {length}")
         if kind == b"moof" and start not in checked:

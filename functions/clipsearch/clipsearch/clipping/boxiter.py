@@ -27,25 +27,47 @@ class BoxSpan(NamedTuple):
     end: int
 
 
-def iter_boxes(data: Bytes, start: int, end: int) -> Iterator[BoxSpan]:
-    """The boxes in data[start:end] in order, each whole; BadBox at the first that is not.
+class TruncatedHeader(BadBox):
+    """The bytes at hand end inside a box header (`large`: inside its 64-bit size)."""
 
-    A size of 0 runs to `end`; a size of 1 takes the 64-bit size that follows the type.
+    def __init__(self, large: bool) -> None:
+        super().__init__("a truncated large box header" if large else "a truncated box header")
+        self.large = large
+
+
+class Header(NamedTuple):
+    """A decoded box header: the whole box's length and the header's own."""
+
+    kind: bytes
+    length: int
+    header: int
+
+
+def decode_header(raw: Bytes, at: int, room: int) -> Header:
+    """The box header at raw[at:], in a parent with `room` bytes left from `at`.
+
+    A size of 0 runs to the parent's end; a size of 1 takes the 64-bit size that follows the
+    type. The length is not judged here: each reader has its own rule for a box that does not
+    fit, and its own reaction.
     """
+    available = min(len(raw) - at, room)
+    if available < 8:
+        raise TruncatedHeader(large=False)
+    length, kind = struct.unpack_from(">I4s", raw, at)
+    if length == 1:
+        if available < 16:
+            raise TruncatedHeader(large=True)
+        (length,) = struct.unpack_from(">Q", raw, at + 8)
+        return Header(kind, length, 16)
+    return Header(kind, room if length == 0 else length, 8)
+
+
+def iter_boxes(data: Bytes, start: int, end: int) -> Iterator[BoxSpan]:
+    """The boxes in data[start:end] in order, each whole; BadBox at the first that is not."""
     pos = start
     end = min(end, len(data))
     while pos < end:
-        if pos + 8 > end:
-            raise BadBox("a truncated box header")
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        header = 8
-        if length == 1:
-            if pos + 16 > end:
-                raise BadBox("a truncated large box header")
-            (length,) = struct.unpack_from(">Q", data, pos + 8)
-            header = 16
-        elif length == 0:
-            length = end - pos
+        kind, length, header = decode_header(data, pos, end - pos)
         if length < header or pos + length > end:
             raise BadBox("a box that does not fit its parent")
         yield BoxSpan(kind.decode("latin-1"), pos, pos + header, pos + length)
