@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clipsearch.copies import MustRestart, ResumingBody, TooLarge
+from clipsearch.resuming import MustRestart, ResumingBody, TooLarge
 from clipsearch.core.sourcecopy import BodyHead, Validators
 from clipsearch.errors import TransientError
 from clipsearch.model import SourceVideo, VendorBody
