@@ -7,7 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -61,6 +61,22 @@ def _is_utf8(text: str) -> bool:
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class _Attempting:
+    """One attempt at one query: what each of its steps reads."""
+
+    obj: QueryObject
+    attempt: Attempt
+    age_s: float  # since the upload, or since the first claim
+    started: float  # on the monotonic clock
+    deadline: float  # on the monotonic clock
+    log: ContextLogger
+    stages: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "search": 0.0, "fetch": 0.0}
+    )  # milliseconds each stage took, as laps fill them in
+    spend: VendorSpend = field(default_factory=VendorSpend)
 
 
 class ClipSearchService:
@@ -137,7 +153,7 @@ class ClipSearchService:
         if claim.record.created_at is not None:
             age_s = max(age_s, now - claim.record.created_at)
         try:
-            return self._run(obj, attempt, age_s, started, deadline, log)
+            return self._run(_Attempting(obj, attempt, age_s, started, deadline, log))
         except BaseException as error:
             # Let the redelivery start at once (a no-op if released already). What escaped
             # `_run` unhandled, other than a transient failure, counts as a failed attempt.
@@ -188,56 +204,36 @@ class ClipSearchService:
             return False
         return True
 
-    def _run(
-        self,
-        obj: QueryObject,
-        attempt: Attempt,
-        age_s: float,
-        started: float,
-        deadline: float,
-        log: ContextLogger,
-    ) -> Outcome:
+    def _run(self, run: _Attempting) -> Outcome:
         """Answer, record, deliver; on a failure, `attempt_policy.decide` says whether the
         event is redelivered or the query ends."""
-        stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
-        spend = VendorSpend()
+        attempt = run.attempt
         try:
-            decision = decide(self._situation(Happened.STARTED, attempt, age_s, now=self._now()))
-            return self._act(decision, obj, attempt, age_s, started, deadline, stages, spend, log)
+            return self._act(decide(self._situation(Happened.STARTED, run, now=self._now())), run)
         except TransientError as error:
-            decision = decide(self._situation(Happened.TRANSIENT, attempt, age_s, error.message))
+            decision = decide(self._situation(Happened.TRANSIENT, run, error.message))
             if isinstance(decision, Retry):
-                self._retry_later(attempt, error.message, log)
+                self._retry_later(attempt, error.message, run.log)
                 raise
         except Exception as error:
             where = where_raised(error)
-            situation = self._situation(Happened.UNEXPECTED, attempt, age_s, where)
+            situation = self._situation(Happened.UNEXPECTED, run, where)
             decision = decide(situation)
-            self._log_unexpected(log, attempt, where, decision, situation.failures)
+            self._log_unexpected(run.log, attempt, where, decision, situation.failures)
             if isinstance(decision, Retry):
                 attempt.release(self._mask(f"unexpected {where}"), failed=True)
                 raise
-        return self._act(decision, obj, attempt, age_s, started, deadline, stages, spend, log)
+        return self._act(decision, run)
 
     def _situation(
-        self, happened: Happened, attempt: Attempt, age_s: float, error: str = "", now: float = 0.0
+        self, happened: Happened, run: _Attempting, error: str = "", now: float = 0.0
     ) -> Situation:
         limits = Limits(self.settings.max_attempts, self.settings.max_event_age_s)
-        return Situation(happened, attempt.record, age_s, limits, now=now, error=error)
+        return Situation(happened, run.attempt.record, run.age_s, limits, now=now, error=error)
 
-    def _act(
-        self,
-        decision: Decision,
-        obj: QueryObject,
-        attempt: Attempt,
-        age_s: float,
-        started: float,
-        deadline: float,
-        stages: dict[str, float],
-        spend: VendorSpend,
-        log: ContextLogger,
-    ) -> Outcome:
+    def _act(self, decision: Decision, run: _Attempting) -> Outcome:
         """Carry out what the policy decided (a Retry is the caller's: it raises)."""
+        attempt, log = run.attempt, run.log
         if isinstance(decision, GiveUp):
             return self._give_up(
                 attempt, decision.message, decision.failures, decision.last_error, log
@@ -247,13 +243,15 @@ class ClipSearchService:
             message, topic = decision.message, decision.topic
         else:
             if isinstance(decision, End):
-                message = self._error_message(obj, decision.reason, decision.text, started, stages)
+                message = self._error_message(
+                    run.obj, decision.reason, decision.text, run.started, run.stages
+                )
                 topic = self.settings.errors_topic
             else:
-                message, topic = self._answer(obj, attempt, age_s, started, deadline, stages, spend)
+                message, topic = self._answer(run)
             message = self._masked(message)
             attempt.store_outcome(message, topic)
-        return self._deliver(attempt, message, topic, age_s, log, spend)
+        return self._deliver(attempt, message, topic, run.age_s, log, run.spend)
 
     def _log_unexpected(
         self,
@@ -327,20 +325,12 @@ class ClipSearchService:
         masked: dict[str, Any] = json.loads(wire.replace(secret, "***"))
         return masked
 
-    def _answer(
-        self,
-        obj: QueryObject,
-        attempt: Attempt,
-        age_s: float,
-        started: float,
-        deadline: float,
-        stages: dict[str, float],
-        spend: VendorSpend,
-    ) -> tuple[dict[str, Any], str]:
+    def _answer(self, run: _Attempting) -> tuple[dict[str, Any], str]:
         """The outcome message and its topic; a PermanentError becomes an error outcome."""
+        obj, attempt, deadline, stages = run.obj, run.attempt, run.deadline, run.stages
         stored = attempt.record
         query: Query | None = None
-        mark = started
+        mark = run.started
         try:
             query = self._validate(obj)
             lookup = None
@@ -353,11 +343,11 @@ class ClipSearchService:
                 check_image_bytes(query, image, self.settings.max_image_bytes)
                 mark = self._lap(stages, "read", mark)
                 # The fetch's metadata call needs only the query: it runs beside the search.
-                lookup = self._fetcher.prefetch(query, deadline, spend)
-                hits = self._search(query, image, age_s, deadline, attempt)
+                lookup = self._fetcher.prefetch(query, deadline, run.spend)
+                hits = self._search(query, image, run.age_s, deadline, attempt)
                 attempt.store_hits(hits)
                 mark = self._lap(stages, "search", mark)
-            clips = self._fetcher.fetch(query, hits, deadline, spend, lookup)
+            clips = self._fetcher.fetch(query, hits, deadline, run.spend, lookup)
             self._lap(stages, "fetch", mark)
         except PermanentError as error:
             _, uri = self._result_uri(obj)
@@ -366,7 +356,7 @@ class ClipSearchService:
                 query,
                 error.reason,
                 error.message,
-                self._timings(started, stages),
+                self._timings(run.started, stages),
                 uri,
                 self._wall_clock(),
                 retention_days=self.settings.result_retention_days,
@@ -376,7 +366,7 @@ class ClipSearchService:
         message = messages.success_message(
             query,
             clips,
-            self._timings(started, stages),
+            self._timings(run.started, stages),
             uri,
             self._wall_clock(),
             retention_days=self.settings.result_retention_days,
