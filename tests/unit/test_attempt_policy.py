@@ -13,6 +13,7 @@ from clipsearch.core.attempt_policy import (
     End,
     GiveUp,
     Happened,
+    LeaveUnpublished,
     Limits,
     Retry,
     Situation,
@@ -34,7 +35,12 @@ def _record(**fields: Any) -> Record:
     return Record(lease_until=NOW + 60, **fields)
 
 
+def _stored() -> Record:
+    return _record(message=OUTCOME, topic=TOPIC)
+
+
 START, TRANSIENT, UNEXPECTED = Happened.STARTED, Happened.TRANSIENT, Happened.UNEXPECTED
+UNPUBLISHED = Happened.UNPUBLISHED
 
 CASES: list[tuple[str, Happened, Record, float, str, Decision]] = [
     # Started: a stored outcome is delivered, or given up on once its failures reach the cap.
@@ -144,6 +150,10 @@ CASES: list[tuple[str, Happened, Record, float, str, Decision]] = [
             " after 5 attempts: 503 from the API",
         ),
     ),
+    # A publish failing transiently: redelivered while young, else left to the result JSON.
+    ("publish failed, young", UNPUBLISHED, _stored(), YOUNG, "503", Retry(failed=False)),
+    ("publish failed, at the bound", UNPUBLISHED, _stored(), 600.0, "503", Retry(failed=False)),
+    ("publish failed, old", UNPUBLISHED, _stored(), OLD, "503", LeaveUnpublished()),
     # An unplanned exception counts one failure; the one reaching the cap ends the query.
     (
         "unexpected, under the cap",
@@ -202,4 +212,4 @@ def test_decide(
 def test_only_an_unexpected_failure_counts() -> None:
     record = _record(failures=1)
     counted = {h: Situation(h, record, YOUNG, LIMITS).failures for h in Happened}
-    assert counted == {START: 1, TRANSIENT: 1, UNEXPECTED: 2}
+    assert counted == {START: 1, TRANSIENT: 1, UNPUBLISHED: 1, UNEXPECTED: 2}

@@ -19,6 +19,7 @@ from clipsearch.core.attempt_policy import (
     End,
     GiveUp,
     Happened,
+    LeaveUnpublished,
     Limits,
     Retry,
     Situation,
@@ -209,15 +210,18 @@ class ClipSearchService:
         event is redelivered or the query ends."""
         attempt = run.attempt
         try:
-            return self._act(decide(self._situation(Happened.STARTED, run, now=self._now())), run)
+            started = self._situation(Happened.STARTED, attempt, run.age_s, now=self._now())
+            return self._act(decide(started), run)
         except TransientError as error:
-            decision = decide(self._situation(Happened.TRANSIENT, run, error.message))
+            decision = decide(
+                self._situation(Happened.TRANSIENT, attempt, run.age_s, error.message)
+            )
             if isinstance(decision, Retry):
                 self._retry_later(attempt, error.message, run.log)
                 raise
         except Exception as error:
             where = where_raised(error)
-            situation = self._situation(Happened.UNEXPECTED, run, where)
+            situation = self._situation(Happened.UNEXPECTED, attempt, run.age_s, where)
             decision = decide(situation)
             self._log_unexpected(run.log, attempt, where, decision, situation.failures)
             if isinstance(decision, Retry):
@@ -226,10 +230,10 @@ class ClipSearchService:
         return self._act(decision, run)
 
     def _situation(
-        self, happened: Happened, run: _Attempting, error: str = "", now: float = 0.0
+        self, happened: Happened, attempt: Attempt, age_s: float, error: str = "", now: float = 0.0
     ) -> Situation:
         limits = Limits(self.settings.max_attempts, self.settings.max_event_age_s)
-        return Situation(happened, run.attempt.record, run.age_s, limits, now=now, error=error)
+        return Situation(happened, attempt.record, age_s, limits, now=now, error=error)
 
     def _act(self, decision: Decision, run: _Attempting) -> Outcome:
         """Carry out what the policy decided (a Retry is the caller's: it raises)."""
@@ -505,15 +509,15 @@ class ClipSearchService:
         log: ContextLogger,
         spend: VendorSpend | None = None,
     ) -> Outcome:
-        """Result JSON, then the message. Past CLIPSEARCH_MAX_EVENT_AGE_S a failing publish
-        is not retried: the result JSON, written first, says the outcome (and a later
-        delivery of the same event, if one comes, still publishes the stored message)."""
+        """Result JSON, then the message; a publish that fails transiently is retried, or past
+        CLIPSEARCH_MAX_EVENT_AGE_S left to the result JSON (`attempt_policy`)."""
         name, uri = self._result_uri_of(message)
         self._results.write_json(name, self._mask_bytes(messages.encode(message)))
         try:
             message_id = self._publish(topic, message)
         except TransientError as error:
-            if age_s <= self.settings.max_event_age_s:
+            situation = self._situation(Happened.UNPUBLISHED, attempt, age_s, error.message)
+            if not isinstance(decide(situation), LeaveUnpublished):
                 raise
             attempt.release(self._mask(error.message))
             self._log_outcome(

@@ -8,7 +8,8 @@ CLIPSEARCH_MAX_ATTEMPTS unplanned failures or crashes since its last progress
 redelivered while the query is younger than the bound, then end it as `retries_exhausted`; an
 unplanned exception counts one failure, and the one that reaches the cap ends it as
 `internal_error`. A stored outcome whose delivery keeps failing unexpectedly is given up on
-(acknowledged, never replaced).
+(acknowledged, never replaced); one whose publish fails transiently past the age bound is left
+unpublished (its result JSON, written first, says the outcome).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class Happened(StrEnum):
     STARTED = "started"  # the attempt holds the lease; nothing has run yet
     TRANSIENT = "transient"  # a TransientError escaped the attempt's work
     UNEXPECTED = "unexpected"  # any other exception escaped it
+    UNPUBLISHED = "unpublished"  # publishing the stored outcome failed transiently
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Situation:
     age_s: float  # the query's age: since the upload, or since the first claim
     limits: Limits
     now: float = 0.0  # epoch seconds; says how long ago a never-answered search was sent
-    error: str = ""  # TRANSIENT: the error's message; UNEXPECTED: where it was raised
+    error: str = ""  # UNEXPECTED: where it was raised; otherwise the error's message
 
     @property
     def failures(self) -> int:
@@ -77,6 +79,12 @@ class End:
 
 
 @dataclass(frozen=True)
+class LeaveUnpublished:
+    """Acknowledge with no message published: the result JSON holds the outcome, and a later
+    delivery of the same event, if one comes, still publishes it."""
+
+
+@dataclass(frozen=True)
 class GiveUp:
     """Acknowledge a stored outcome without publishing it (it may have been published)."""
 
@@ -85,7 +93,7 @@ class GiveUp:
     last_error: str | None
 
 
-Decision = Answer | Deliver | Retry | End | GiveUp
+Decision = Answer | Deliver | Retry | End | GiveUp | LeaveUnpublished
 
 
 def decide(situation: Situation) -> Decision:
@@ -93,6 +101,8 @@ def decide(situation: Situation) -> Decision:
         return _on_start(situation)
     if situation.happened is Happened.TRANSIENT:
         return _on_transient(situation)
+    if situation.happened is Happened.UNPUBLISHED:
+        return _on_unpublished(situation)
     return _on_unexpected(situation)
 
 
@@ -137,6 +147,12 @@ def _on_transient(situation: Situation) -> Decision:
         return Retry(failed=False)
     text = _exhausted(situation, record.attempts, situation.error)
     return End(Reason.RETRIES_EXHAUSTED, text)
+
+
+def _on_unpublished(situation: Situation) -> Decision:
+    if situation.age_s <= situation.limits.max_event_age_s:
+        return Retry(failed=False)
+    return LeaveUnpublished()
 
 
 def _on_unexpected(situation: Situation) -> Decision:
