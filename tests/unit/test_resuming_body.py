@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from clipsearch.copies import MustRestart, ResumingBody, TooLarge
 from clipsearch.core.sourcecopy import BodyHead, Validators
 from clipsearch.errors import TransientError
 from clipsearch.model import SourceVideo, VendorBody
+from clipsearch.resuming import MustRestart, ResumingBody, TooLarge
 from clipsearch.spend import VendorSpend
 
 FILE = bytes(range(256)) * 40  # 10,240 bytes

@@ -67,38 +67,10 @@ def build_service(
     storage_client = storage_client or storage.Client(project=project)
     vendor: HttpSearchApi | None = None
     if api is None:
-        api = vendor = HttpSearchApi(
-            new_session(),
-            api_key=settings.api_key,
-            base_url=settings.api_base_url,
-            download_base_url=settings.download_base_url,
-            timeouts=(settings.connect_timeout_s, settings.read_timeout_s),
-            retry=RetryPolicy(settings.retry_attempts, settings.retry_budget_s),
-            logger=logger,
-            # One limiter per instance, shared by its concurrent events (this is a singleton).
-            search_limiter=RateLimiter(settings.instance_search_rate, what="search", logger=logger),
-            download_limiter=RateLimiter(
-                settings.instance_download_rate, what="download", logger=logger
-            ),
-            metadata_limiter=RateLimiter(
-                settings.instance_metadata_rate, what="get_metadata", logger=logger
-            ),
-        )
+        api = vendor = _vendor_api(settings, logger)
     results = GcsResultStore(storage_client, settings.results_bucket)
     if vendor is not None and download is None:
-        # The API path's clip source: one whole download per source into our bucket, then
-        # ranged reads of our copy (clipsearch/copies.py).
-        download = SourceCopies(
-            vendor,
-            results,
-            prefix=settings.results_prefix,
-            max_bytes=settings.max_fetch_bytes,
-            ranged_above_bytes=settings.ranged_above_bytes,
-            recheck_s=settings.source_recheck_s,
-            lease_s=settings.function_timeout_s,
-            max_restarts=settings.retry_attempts,
-            logger=logger,
-        )
+        download = _source_copies(settings, vendor, results, logger)
     fetcher = build_fetcher(
         settings,
         api=api,
@@ -121,6 +93,44 @@ def build_service(
             ),
             lease_s=settings.function_timeout_s,
         ),
+        logger=logger,
+    )
+
+
+def _vendor_api(settings: Settings, logger: logging.Logger) -> HttpSearchApi:
+    return HttpSearchApi(
+        new_session(),
+        api_key=settings.api_key,
+        base_url=settings.api_base_url,
+        download_base_url=settings.download_base_url,
+        timeouts=(settings.connect_timeout_s, settings.read_timeout_s),
+        retry=RetryPolicy(settings.retry_attempts, settings.retry_budget_s),
+        logger=logger,
+        # One limiter per instance, shared by its concurrent events (this is a singleton).
+        search_limiter=RateLimiter(settings.instance_search_rate, what="search", logger=logger),
+        download_limiter=RateLimiter(
+            settings.instance_download_rate, what="download", logger=logger
+        ),
+        metadata_limiter=RateLimiter(
+            settings.instance_metadata_rate, what="get_metadata", logger=logger
+        ),
+    )
+
+
+def _source_copies(
+    settings: Settings, vendor: HttpSearchApi, results: GcsResultStore, logger: logging.Logger
+) -> SourceCopies:
+    """The API path's clip source: one whole download per source into our bucket, then
+    ranged reads of our copy (clipsearch/copies.py)."""
+    return SourceCopies(
+        vendor,
+        results,
+        prefix=settings.results_prefix,
+        max_bytes=settings.max_fetch_bytes,
+        ranged_above_bytes=settings.ranged_above_bytes,
+        recheck_s=settings.source_recheck_s,
+        lease_s=settings.function_timeout_s,
+        max_restarts=settings.retry_attempts,
         logger=logger,
     )
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -107,50 +108,87 @@ def _check(value: Any, node: Schema, path: str) -> None:
     if isinstance(kind, (dict, list)):  # {"type": {...}} wrapping
         _check(value, kind, path)
         return
-    if kind == "null":
-        if value is not None:
-            raise ContractError(f"{path}: expected null, got {value!r}")
-    elif kind == "boolean":
-        if not isinstance(value, bool):
-            raise ContractError(f"{path}: expected boolean, got {value!r}")
-    elif kind in ("int", "long"):
-        number = value
-        if isinstance(number, float) and number.is_integer():
-            number = int(number)
-        low, high = _INT_RANGE[kind]
-        if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
-            raise ContractError(f"{path}: expected {kind}, got {value!r}")
-    elif kind in ("float", "double"):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ContractError(f"{path}: expected {kind}, got {value!r}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ContractError(f"{path}: JSON has no {value!r}")
-    elif kind in ("string", "bytes"):
-        if not isinstance(value, str):
-            raise ContractError(f"{path}: expected {kind}, got {value!r}")
-    elif kind == "enum":
-        if value not in node["symbols"]:
-            raise ContractError(f"{path}: {value!r} is not one of {node['symbols']}")
-    elif kind == "array":
-        if not isinstance(value, list):
-            raise ContractError(f"{path}: expected an array, got {value!r}")
-        for index, item in enumerate(value):
-            _check(item, node["items"], f"{path}[{index}]")
-    elif kind == "map":
-        if not isinstance(value, dict):
-            raise ContractError(f"{path}: expected a map, got {value!r}")
-        for key, item in value.items():
-            _check(item, node["values"], f"{path}.{key}")
-    elif kind == "record":
-        if not isinstance(value, dict):
-            raise ContractError(f"{path}: expected a {node['name']} object, got {value!r}")
-        for field in node["fields"]:
-            name = field["name"]
-            if name not in value:  # Pub/Sub does not fill in defaults
-                raise ContractError(f"{path}.{name}: missing (every field must be present)")
-            _check(value[name], field["type"], f"{path}.{name}")
-    else:
+    check = _CHECKS.get(kind)
+    if check is None:
         raise ContractError(f"{path}: unsupported schema type {kind!r}")
+    check(value, node, kind, path)
+
+
+def _check_null(value: Any, node: Schema, kind: str, path: str) -> None:
+    if value is not None:
+        raise ContractError(f"{path}: expected null, got {value!r}")
+
+
+def _check_boolean(value: Any, node: Schema, kind: str, path: str) -> None:
+    if not isinstance(value, bool):
+        raise ContractError(f"{path}: expected boolean, got {value!r}")
+
+
+def _check_integer(value: Any, node: Schema, kind: str, path: str) -> None:
+    number = value
+    if isinstance(number, float) and number.is_integer():
+        number = int(number)
+    low, high = _INT_RANGE[kind]
+    if isinstance(number, bool) or not isinstance(number, int) or not low <= number <= high:
+        raise ContractError(f"{path}: expected {kind}, got {value!r}")
+
+
+def _check_real(value: Any, node: Schema, kind: str, path: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ContractError(f"{path}: expected {kind}, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ContractError(f"{path}: JSON has no {value!r}")
+
+
+def _check_text(value: Any, node: Schema, kind: str, path: str) -> None:
+    if not isinstance(value, str):
+        raise ContractError(f"{path}: expected {kind}, got {value!r}")
+
+
+def _check_enum(value: Any, node: Schema, kind: str, path: str) -> None:
+    if value not in node["symbols"]:
+        raise ContractError(f"{path}: {value!r} is not one of {node['symbols']}")
+
+
+def _check_array(value: Any, node: Schema, kind: str, path: str) -> None:
+    if not isinstance(value, list):
+        raise ContractError(f"{path}: expected an array, got {value!r}")
+    for index, item in enumerate(value):
+        _check(item, node["items"], f"{path}[{index}]")
+
+
+def _check_map(value: Any, node: Schema, kind: str, path: str) -> None:
+    if not isinstance(value, dict):
+        raise ContractError(f"{path}: expected a map, got {value!r}")
+    for key, item in value.items():
+        _check(item, node["values"], f"{path}.{key}")
+
+
+def _check_record(value: Any, node: Schema, kind: str, path: str) -> None:
+    if not isinstance(value, dict):
+        raise ContractError(f"{path}: expected a {node['name']} object, got {value!r}")
+    for field in node["fields"]:
+        name = field["name"]
+        if name not in value:  # Pub/Sub does not fill in defaults
+            raise ContractError(f"{path}.{name}: missing (every field must be present)")
+        _check(value[name], field["type"], f"{path}.{name}")
+
+
+# One check per schema type: (value, its schema node, the type's name, the value's path).
+_CHECKS: dict[str, Callable[[Any, Schema, str, str], None]] = {
+    "null": _check_null,
+    "boolean": _check_boolean,
+    "int": _check_integer,
+    "long": _check_integer,
+    "float": _check_real,
+    "double": _check_real,
+    "string": _check_text,
+    "bytes": _check_text,
+    "enum": _check_enum,
+    "array": _check_array,
+    "map": _check_map,
+    "record": _check_record,
+}
 
 
 def _check_union(value: Any, branches: list[Schema], path: str) -> None:

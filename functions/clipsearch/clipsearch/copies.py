@@ -15,7 +15,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -26,7 +25,6 @@ from clipsearch.core.sourcecopy import (
     META_CHECKED,
     META_SIZE,
     META_VERSION,
-    BodyHead,
     CopyCheck,
     Route,
     Validators,
@@ -43,25 +41,10 @@ from clipsearch.core.sourcecopy import (
 )
 from clipsearch.errors import OPERATOR_ALERT_REASONS, PermanentError, TransientError
 from clipsearch.logs import ALERT
-from clipsearch.model import SourceVideo, StoredCopy, VendorBody
+from clipsearch.model import SourceVideo, StoredCopy
 from clipsearch.ports import MetadataLookup
+from clipsearch.resuming import MustRestart, ResumingBody, TooLarge, VendorDownloads
 from clipsearch.spend import VendorSpend
-
-# What reading an open body raises when it drops (the adapter turns its client's own errors
-# into OSError).
-READ_ERRORS: tuple[type[BaseException], ...] = (OSError, ValueError)
-
-
-class VendorDownloads(Protocol):
-    """The vendor's download endpoint (clipsearch.adapters.search_api.HttpSearchApi)."""
-
-    def open_body(
-        self, source: SourceVideo, deadline: float, offset: int = 0, last: int | None = None
-    ) -> AbstractContextManager[VendorBody]: ...
-
-    def open_range(
-        self, source: SourceVideo, deadline: float | None = None, cache_key: str | None = None
-    ) -> RangeSource: ...
 
 
 class CopyStore(Protocol):
@@ -141,135 +124,6 @@ class KeyedSource:
 
     def read(self, offset: int, length: int) -> bytes:
         return self._inner.read(offset, length)
-
-
-class MustRestart(Exception):
-    """The body dropped and cannot be resumed (the endpoint ignores Range, or the file
-    changed under us): the copy must start again from byte 0."""
-
-
-class TooLarge(Exception):
-    """The body passed the byte cap while streaming (no Content-Length told it before)."""
-
-
-class ResumingBody:
-    """The download body as one file, resumed with `Range: bytes=N-` where it drops.
-
-    The upload to Cloud Storage reads it chunk by chunk; a read that fails (or a body that ends
-    before the length its head announced) opens a new request from the byte reached, as long
-    as the endpoint honours Range and the file is the same one (same validators). Otherwise it
-    raises MustRestart. The byte cap is enforced as it streams. Each request is counted in `spend`.
-    """
-
-    def __init__(
-        self,
-        vendor: VendorDownloads,
-        source: SourceVideo,
-        deadline: float,
-        *,
-        max_bytes: int,
-        max_resumes: int,
-        spend: VendorSpend,
-        clock: Callable[[], float],
-    ) -> None:
-        self._vendor = vendor
-        self._source = source
-        self._deadline = deadline
-        self._max_bytes = max_bytes
-        self._resumes_left = max_resumes
-        self._spend = spend
-        self._clock = clock
-        self._stack = ExitStack()
-        self._body: VendorBody | None = None
-        self._pos = 0
-        self.head: BodyHead | None = None
-        self.resumed = 0
-
-    def __enter__(self) -> ResumingBody:
-        self._open(0)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stack.close()
-
-    def _open(self, offset: int) -> VendorBody:
-        self._stack.close()
-        self._stack = ExitStack()
-        self._spend.add(requests=1)
-        body = self._stack.enter_context(
-            self._vendor.open_body(self._source, self._deadline, offset)
-        )
-        if self.head is None:
-            self.head = body.head
-        elif not body.head.ranged or changed(self.head.validators, body.head.validators):
-            raise MustRestart("the resumed answer is not the rest of the same file")
-        self._body = body
-        return body
-
-    @property
-    def content_type(self) -> str:
-        return "video/mp4" if self._body is None else self._body.content_type
-
-    @property
-    def end(self) -> int | None:
-        """Where the file ends, when its head said."""
-        assert self.head is not None
-        if self.head.validators.size is not None:
-            return self.head.validators.size
-        if self.head.length is not None:
-            return self.head.start + self.head.length
-        return None
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = 0) -> int:
-        if whence != 0 or offset != self._pos:
-            raise OSError("a download body cannot seek")
-        return self._pos
-
-    def read(self, size: int = -1) -> bytes:
-        """`size` bytes (fewer only at the end of the file), as a file's read does."""
-        chunks: list[bytes] = []
-        want = size if size is not None and size >= 0 else None
-        got = 0
-        while want is None or got < want:
-            piece = self._read_some(None if want is None else want - got)
-            if not piece:
-                break
-            chunks.append(piece)
-            got += len(piece)
-        return b"".join(chunks)
-
-    def _read_some(self, size: int | None) -> bytes:
-        while True:
-            assert self._body is not None
-            if self._clock() >= self._deadline:
-                raise TransientError("the event's deadline passed while downloading")
-            try:
-                data = self._body.stream.read(size if size is not None else 1024 * 1024)
-            except READ_ERRORS:
-                data = None
-            end = self.end
-            if data:
-                self._pos += len(data)
-                self._spend.add(nbytes=len(data))
-                if self._pos > self._max_bytes:
-                    raise TooLarge(f"over {self._max_bytes} bytes while streaming")
-                if end is not None and self._pos > end:
-                    raise MustRestart("the body ran past the length its head announced")
-                return data
-            if data is not None and (end is None or self._pos >= end):
-                return b""  # the end of the file
-            self._resume()
-
-    def _resume(self) -> None:
-        assert self.head is not None
-        if not self.head.ranged or self._resumes_left <= 0:
-            raise MustRestart(f"the body dropped at byte {self._pos}")
-        self._resumes_left -= 1
-        self.resumed += 1
-        self._open(self._pos)
 
 
 def _utc_now() -> datetime:
@@ -588,44 +442,76 @@ class SourceCopies:
             assert head is not None
             self._learn_range(head.ranged)
             validators = head.validators
-            size = validators.size
-            route = plan_route(size, head.ranged, self._ranged_above)
-            if size is not None and size > self._max_bytes and route is Route.COPY:
-                raise TooLarge(f"{size} bytes is over {self._max_bytes}")
+            route = plan_route(validators.size, head.ranged, self._ranged_above)
             if route is Route.RANGED:
-                with self._lock:
-                    self._seen[source] = _Seen(validators, route)
-                self._log.info(
-                    "%s: %d bytes, over the copy size; clips by ranged vendor reads",
-                    source.uri,
-                    size,
-                    extra={"event": "download", "route": route.value},
-                )
-                return self._ranged(source, validators, deadline, spend)
+                return self._go_ranged(source, validators, deadline, spend)
+            if validators.size is not None and validators.size > self._max_bytes:
+                raise TooLarge(f"{validators.size} bytes is over {self._max_bytes}")
+            metadata = {
+                **validators.metadata(source.uri),
+                **(facts.metadata() if facts is not None else {}),
+                META_VERSION: content_version(validators, facts),
+                META_CHECKED: self._now().isoformat(),
+            }
+            generation = previous.generation if previous is not None else 0
             stored = self._store.write_copy(
-                name,
-                body,
-                size,
-                body.content_type,
-                {
-                    **validators.metadata(source.uri),
-                    **(facts.metadata() if facts is not None else {}),
-                    META_VERSION: content_version(validators, facts),
-                    META_CHECKED: self._now().isoformat(),
-                },
-                previous.generation if previous is not None else 0,
-                deadline,
+                name, body, validators.size, body.content_type, metadata, generation, deadline
             )
+        if stored is not None and validators.size is None:
+            stored, validators = self._record_size(stored, validators, facts, deadline)
         if stored is None:
             return None
-        if validators.size is None:  # chunked: the size is known now that the body ended
-            validators = Validators(stored.size, validators.etag, validators.last_modified)
-            patch = {META_SIZE: str(stored.size), META_VERSION: content_version(validators, facts)}
-            stored = self._store.patch_copy(stored, patch, deadline)
-            if stored is None:
-                return None
         with self._lock:
             self._seen[source] = _Seen(validators, Route.COPY)
+        self._log_copied(
+            source,
+            name,
+            stored,
+            started=started,
+            answered=answered,
+            resumes=body.resumed,
+            range_honoured=head.ranged,
+            vendor_bytes=spend.bytes - before,
+        )
+        return self._from_copy(source, stored, deadline, spend)
+
+    def _go_ranged(
+        self, source: SourceVideo, validators: Validators, deadline: float, spend: VendorSpend
+    ) -> KeyedSource:
+        with self._lock:
+            self._seen[source] = _Seen(validators, Route.RANGED)
+        self._log.info(
+            "%s: %d bytes, over the copy size; clips by ranged vendor reads",
+            source.uri,
+            validators.size,
+            extra={"event": "download", "route": Route.RANGED.value},
+        )
+        return self._ranged(source, validators, deadline, spend)
+
+    def _record_size(
+        self,
+        stored: StoredCopy,
+        validators: Validators,
+        facts: VendorFacts | None,
+        deadline: float,
+    ) -> tuple[StoredCopy | None, Validators]:
+        """A chunked body's size is known once it ended: the copy records it."""
+        validators = Validators(stored.size, validators.etag, validators.last_modified)
+        patch = {META_SIZE: str(stored.size), META_VERSION: content_version(validators, facts)}
+        return self._store.patch_copy(stored, patch, deadline), validators
+
+    def _log_copied(
+        self,
+        source: SourceVideo,
+        name: str,
+        stored: StoredCopy,
+        *,
+        started: float,
+        answered: float,
+        resumes: int,
+        range_honoured: bool,
+        vendor_bytes: int,
+    ) -> None:
         done = self._clock()
         self._log.info(
             "copied %s into %s: %d bytes in %.0f ms after %.0f ms for the answer (%d resumes,"
@@ -635,18 +521,17 @@ class SourceCopies:
             stored.size,
             (done - answered) * 1000,
             (answered - started) * 1000,
-            body.resumed,
-            "honoured" if head.ranged else "ignored",
+            resumes,
+            "honoured" if range_honoured else "ignored",
             extra={
                 "event": "download",
                 "route": Route.COPY.value,
                 "source_bytes": stored.size,
                 "wait_s": round(answered - started, 3),
                 "download_ms": round((done - answered) * 1000, 1),
-                "vendor_bytes": spend.bytes - before,
+                "vendor_bytes": vendor_bytes,
             },
         )
-        return self._from_copy(source, stored, deadline, spend)
 
     def _learn_range(self, ranged: bool) -> None:
         with self._lock:

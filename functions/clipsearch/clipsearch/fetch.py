@@ -452,24 +452,37 @@ class ClipFetcher:
         """Every hit on one source, cut or with why not; only transient failures raise."""
         try:
             return self._cut_all(source, hits, deadline, context, spend, lookup)
-        except ClipUnavailable as error:
-            if error.transient and self._clock() < deadline:
-                raise TransientError(f"reading {source.uri}: {error.message}") from None
-            reason = DEADLINE_EXCEEDED if error.transient else error.reason.value
-            return [_Fallback(reason, error.message)] * len(hits)
-        except TransientError as error:
-            if self._clock() < deadline:
-                raise
-            return [_Fallback(DEADLINE_EXCEEDED, error.message)] * len(hits)
         except Exception as error:  # whatever a hostile source does to the engine
-            self._log.warning(
-                "the clip engine failed on %s: %s",
-                source.uri,
-                where_raised(error),
-                exc_info=True,
-                extra={**context, "fallback_reason": ENGINE_ERROR},
-            )
-            return [_Fallback(ENGINE_ERROR, where_raised(error))] * len(hits)
+            try:
+                fallback = self._fallback_for(error, source.uri, deadline, context)
+            except ClipUnavailable as transient:  # time is left: a redelivery reads it again
+                raise TransientError(f"reading {source.uri}: {transient.message}") from None
+            return [fallback] * len(hits)
+
+    def _fallback_for(
+        self,
+        error: Exception,
+        cut: str,
+        deadline: float,
+        context: dict[str, Any],
+    ) -> _Fallback:
+        """Why `cut` (one clip, or a source's every clip) falls back: a planned refusal keeps
+        its reason, a transient failure past the deadline is `deadline_exceeded`, anything
+        else is `engine_error` (logged). A transient failure with time left is raised again."""
+        if isinstance(error, ClipUnavailable) and not error.transient:
+            return _Fallback(error.reason.value, error.message)
+        if isinstance(error, ClipUnavailable | TransientError):
+            if self._clock() < deadline:
+                raise error
+            return _Fallback(DEADLINE_EXCEEDED, error.message)
+        self._log.warning(
+            "the clip engine failed on %s: %s",
+            cut,
+            where_raised(error),
+            exc_info=error,
+            extra={**context, "fallback_reason": ENGINE_ERROR},
+        )
+        return _Fallback(ENGINE_ERROR, where_raised(error))
 
     def _open(self, source: SourceVideo, deadline: float, lookup: MetadataLookup) -> RangeSource:
         if self._source_mode in (FetchSource.AUTO, FetchSource.GCS):
@@ -599,25 +612,8 @@ class ClipFetcher:
         """One hit: its clip, or why not. A transient failure with time left raises."""
         try:
             return self._cut_one(opened, name, hit, deadline, context)
-        except ClipUnavailable as error:
-            if not error.transient:
-                return _Fallback(error.reason.value, error.message)
-            if self._clock() < deadline:
-                raise
-            return _Fallback(DEADLINE_EXCEEDED, error.message)
-        except TransientError as error:
-            if self._clock() < deadline:
-                raise
-            return _Fallback(DEADLINE_EXCEEDED, error.message)
         except Exception as error:  # an unplanned engine failure costs this clip only
-            self._log.warning(
-                "the clip engine failed on %s: %s",
-                name,
-                where_raised(error),
-                exc_info=True,
-                extra={**context, "fallback_reason": ENGINE_ERROR},
-            )
-            return _Fallback(ENGINE_ERROR, where_raised(error))
+            return self._fallback_for(error, name, deadline, context)
 
     def _cut_one(
         self, opened: ClipSource, name: str, hit: Hit, deadline: float, context: dict[str, Any]

@@ -7,12 +7,24 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from clipsearch.contract import to_avro_json
 from clipsearch.core import messages
+from clipsearch.core.attempt_policy import (
+    Decision,
+    Deliver,
+    End,
+    GiveUp,
+    Happened,
+    LeaveUnpublished,
+    Limits,
+    Retry,
+    Situation,
+    decide,
+)
 from clipsearch.core.events import event_age_s, parse_finalized_event
 from clipsearch.core.naming import result_name
 from clipsearch.core.validation import check_image_bytes, validate_query
@@ -23,7 +35,7 @@ from clipsearch.errors import (
     TransientError,
     where_raised,
 )
-from clipsearch.idempotency import Attempt, Finished, Idempotency, Record
+from clipsearch.idempotency import Attempt, Finished, Idempotency
 from clipsearch.logs import ALERT, ContextLogger
 from clipsearch.model import Hit, Query, QueryObject, Timings
 from clipsearch.ports import Fetcher, ImageReader, Publisher, ResultStore, SearchApi
@@ -50,6 +62,22 @@ def _is_utf8(text: str) -> bool:
 
 def _utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class _Attempting:
+    """One attempt at one query: what each of its steps reads."""
+
+    obj: QueryObject
+    attempt: Attempt
+    age_s: float  # since the upload, or since the first claim
+    started: float  # on the monotonic clock
+    deadline: float  # on the monotonic clock
+    log: ContextLogger
+    stages: dict[str, float] = field(
+        default_factory=lambda: {"read": 0.0, "search": 0.0, "fetch": 0.0}
+    )  # milliseconds each stage took, as laps fill them in
+    spend: VendorSpend = field(default_factory=VendorSpend)
 
 
 class ClipSearchService:
@@ -93,21 +121,8 @@ class ClipSearchService:
         # Leave a margin before the platform's timeout to record and publish what we have.
         timeout = self.settings.function_timeout_s
         deadline = started + timeout - min(15.0, timeout * 0.1)
-        try:
-            obj = parse_finalized_event(
-                event_id, event_type, data, event_time=event_time, trace=trace
-            )
-        except PermanentError as error:
-            # No bucket/object: nothing a subscriber could correlate, so log and acknowledge.
-            self._log.error("dropping unusable event: %s", error, extra={"event_id": event_id})
-            return Outcome("skipped", None, None)
-        texts = [obj.bucket, obj.name, obj.content_type, *obj.metadata, *obj.metadata.values()]
-        if not all(_is_utf8(text) for text in texts):
-            # Cloud Storage's names and metadata are UTF-8: a lone surrogate only comes from a
-            # forged event, which no object (nor record, nor subscriber) could ever match.
-            self._log.error(
-                "dropping unusable event: %s", Reason.BAD_EVENT, extra={"event_id": event_id}
-            )
+        obj = self._usable_event(event_id, event_type, data, event_time, trace)
+        if obj is None:
             return Outcome("skipped", None, None)
         log = ContextLogger(
             self._log,
@@ -118,16 +133,7 @@ class ClipSearchService:
                 "trace": trace,
             },
         )
-        if obj.bucket != self.settings.query_bucket:
-            log.info(
-                "skipping gs://%s/%s: not the query bucket %s",
-                obj.bucket,
-                obj.name,
-                self.settings.query_bucket,
-            )
-            return Outcome("skipped", None, None)
-        if not self.settings.in_scope(obj.bucket, obj.name):
-            log.info("skipping gs://%s/%s: outside the configured prefixes", obj.bucket, obj.name)
+        if not self._is_ours(obj, log):
             return Outcome("skipped", None, None)
         now = self._now()
         try:
@@ -148,7 +154,7 @@ class ClipSearchService:
         if claim.record.created_at is not None:
             age_s = max(age_s, now - claim.record.created_at)
         try:
-            return self._run(obj, attempt, age_s, started, deadline, log)
+            return self._run(_Attempting(obj, attempt, age_s, started, deadline, log))
         except BaseException as error:
             # Let the redelivery start at once (a no-op if released already). What escaped
             # `_run` unhandled, other than a transient failure, counts as a failed attempt.
@@ -158,87 +164,120 @@ class ClipSearchService:
             )
             raise
 
-    def _run(
+    def _usable_event(
         self,
-        obj: QueryObject,
-        attempt: Attempt,
-        age_s: float,
-        started: float,
-        deadline: float,
-        log: ContextLogger,
-    ) -> Outcome:
-        """Answer, record, deliver; a failure either asks for a redelivery or ends the query.
-
-        A stored outcome is only ever delivered, never replaced. Otherwise a query ends
-        before any work when the record says it must: a search sent but never answered
-        (`search_unconfirmed`); CLIPSEARCH_MAX_ATTEMPTS unplanned failures or crashes since
-        its last progress (`internal_error`); past CLIPSEARCH_MAX_EVENT_AGE_S, something that
-        kept failing (`retries_exhausted`) or nothing tried yet (`event_too_old`). Transient
-        failures are redelivered while the query is younger than the bound, then end it as
-        `retries_exhausted`; an unplanned exception counts one failure, and the one that
-        reaches the cap ends it as `internal_error`.
-        """
-        stages = {"read": 0.0, "search": 0.0, "fetch": 0.0}
-        spend = VendorSpend()
-        stored = attempt.record
+        event_id: str,
+        event_type: str,
+        data: Mapping[str, Any] | Any,
+        event_time: str,
+        trace: str | None,
+    ) -> QueryObject | None:
+        """The event's query object; None (logged) when nothing could ever match it."""
         try:
-            if stored.message is not None and stored.topic is not None:
-                if stored.failures >= self.settings.max_attempts:
-                    return self._give_up(
-                        attempt, stored.message, stored.failures, stored.last_error, log
-                    )
-                log.info("publishing the outcome an earlier attempt stored")
-                message, topic = stored.message, stored.topic
-            else:
-                early = self._ended_early(stored, age_s)
-                if early is not None:
-                    message = self._error_message(obj, *early, started, stages)
-                    topic = self.settings.errors_topic
-                else:
-                    message, topic = self._answer(
-                        obj, attempt, age_s, started, deadline, stages, spend
-                    )
-                message = self._masked(message)
-                attempt.store_outcome(message, topic)
-            return self._deliver(attempt, message, topic, age_s, log, spend)
+            obj = parse_finalized_event(
+                event_id, event_type, data, event_time=event_time, trace=trace
+            )
+        except PermanentError as error:
+            # No bucket/object: nothing a subscriber could correlate, so log and acknowledge.
+            self._log.error("dropping unusable event: %s", error, extra={"event_id": event_id})
+            return None
+        texts = [obj.bucket, obj.name, obj.content_type, *obj.metadata, *obj.metadata.values()]
+        if not all(_is_utf8(text) for text in texts):
+            # Cloud Storage's names and metadata are UTF-8: a lone surrogate only comes from a
+            # forged event, which no object (nor record, nor subscriber) could ever match.
+            self._log.error(
+                "dropping unusable event: %s", Reason.BAD_EVENT, extra={"event_id": event_id}
+            )
+            return None
+        return obj
+
+    def _is_ours(self, obj: QueryObject, log: ContextLogger) -> bool:
+        if obj.bucket != self.settings.query_bucket:
+            log.info(
+                "skipping gs://%s/%s: not the query bucket %s",
+                obj.bucket,
+                obj.name,
+                self.settings.query_bucket,
+            )
+            return False
+        if not self.settings.in_scope(obj.bucket, obj.name):
+            log.info("skipping gs://%s/%s: outside the configured prefixes", obj.bucket, obj.name)
+            return False
+        return True
+
+    def _run(self, run: _Attempting) -> Outcome:
+        """Answer, record, deliver; on a failure, `attempt_policy.decide` says whether the
+        event is redelivered or the query ends."""
+        attempt = run.attempt
+        try:
+            started = self._situation(Happened.STARTED, attempt, run.age_s, now=self._now())
+            return self._act(decide(started), run)
         except TransientError as error:
-            if age_s <= self.settings.max_event_age_s or attempt.record.message is not None:
-                # Young enough to retry; or an outcome is stored and Cloud Storage failed
-                # to hold its result JSON: the redelivery delivers it (never a new answer).
-                self._retry_later(attempt, error.message, log)
+            decision = decide(
+                self._situation(Happened.TRANSIENT, attempt, run.age_s, error.message)
+            )
+            if isinstance(decision, Retry):
+                self._retry_later(attempt, error.message, run.log)
                 raise
-            reason = Reason.RETRIES_EXHAUSTED
-            text = self._exhausted(age_s, attempt.record.attempts, error.message)
         except Exception as error:
             where = where_raised(error)
-            failures = attempt.record.failures + 1
-            if failures < self.settings.max_attempts:
-                log.error(
-                    "attempt %d failed unexpectedly (%s); retrying",
-                    attempt.record.attempts,
-                    where,
-                    exc_info=True,
-                    extra={"event": "retry", "attempt": attempt.record.attempts},
-                )
+            situation = self._situation(Happened.UNEXPECTED, attempt, run.age_s, where)
+            decision = decide(situation)
+            self._log_unexpected(run.log, attempt, where, decision, situation.failures)
+            if isinstance(decision, Retry):
                 attempt.release(self._mask(f"unexpected {where}"), failed=True)
                 raise
-            if attempt.record.message is not None:
-                # Stored (perhaps published already): never a second, different outcome.
-                log.error("unexpected failure: %s", where, exc_info=True)
-                return self._give_up(
-                    attempt, attempt.record.message, failures, f"unexpected {where}", log
-                )
-            log.error("unexpected failure: %s", where, exc_info=True, extra={"attempt": failures})
-            reason = Reason.INTERNAL_ERROR
-            text = (
-                f"{where}, failure {failures} of CLIPSEARCH_MAX_ATTEMPTS"
-                f" ({self.settings.max_attempts}) during the {attempt.record.stage} stage"
+        return self._act(decision, run)
+
+    def _situation(
+        self, happened: Happened, attempt: Attempt, age_s: float, error: str = "", now: float = 0.0
+    ) -> Situation:
+        limits = Limits(self.settings.max_attempts, self.settings.max_event_age_s)
+        return Situation(happened, attempt.record, age_s, limits, now=now, error=error)
+
+    def _act(self, decision: Decision, run: _Attempting) -> Outcome:
+        """Carry out what the policy decided (a Retry is the caller's: it raises)."""
+        attempt, log = run.attempt, run.log
+        if isinstance(decision, GiveUp):
+            return self._give_up(
+                attempt, decision.message, decision.failures, decision.last_error, log
             )
-            if attempt.record.last_error:
-                text += f" (before: {attempt.record.last_error})"
-        message = self._masked(self._error_message(obj, reason, text, started, stages))
-        attempt.store_outcome(message, self.settings.errors_topic)
-        return self._deliver(attempt, message, self.settings.errors_topic, age_s, log, spend)
+        if isinstance(decision, Deliver):
+            log.info("publishing the outcome an earlier attempt stored")
+            message, topic = decision.message, decision.topic
+        else:
+            if isinstance(decision, End):
+                message = self._error_message(
+                    run.obj, decision.reason, decision.text, run.started, run.stages
+                )
+                topic = self.settings.errors_topic
+            else:
+                message, topic = self._answer(run)
+            message = self._masked(message)
+            attempt.store_outcome(message, topic)
+        return self._deliver(attempt, message, topic, run.age_s, log, run.spend)
+
+    def _log_unexpected(
+        self,
+        log: ContextLogger,
+        attempt: Attempt,
+        where: str,
+        decision: Decision,
+        failures: int,
+    ) -> None:
+        """Called from the handler of the unexpected exception, whose traceback it logs."""
+        if isinstance(decision, Retry):
+            log.error(
+                "attempt %d failed unexpectedly (%s); retrying",
+                attempt.record.attempts,
+                where,
+                exc_info=True,
+                extra={"event": "retry", "attempt": attempt.record.attempts},
+            )
+        elif isinstance(decision, GiveUp):
+            log.error("unexpected failure: %s", where, exc_info=True)
+        else:
+            log.error("unexpected failure: %s", where, exc_info=True, extra={"attempt": failures})
 
     def _give_up(
         self,
@@ -278,42 +317,6 @@ class ClipSearchService:
     def _mask_bytes(self, data: bytes) -> bytes:
         return data.replace(self.settings.api_key.encode(), b"***")
 
-    def _ended_early(self, stored: Record, age_s: float) -> tuple[Reason, str] | None:
-        """The outcome the record already implies, so nothing is run (or paid) again."""
-        if stored.hits is None and stored.search_sent_at is not None:
-            return (
-                Reason.SEARCH_UNCONFIRMED,
-                f"an earlier attempt sent the search {self._now() - stored.search_sent_at:.0f}s"
-                " ago and stopped before recording its answer (the instance was stopped);"
-                " it may have been billed, so it is not sent again",
-            )
-        if stored.failures >= self.settings.max_attempts:
-            return (
-                Reason.INTERNAL_ERROR,
-                f"{stored.failures} attempts failed unexpectedly or were stopped during the"
-                f" {stored.stage} stage (CLIPSEARCH_MAX_ATTEMPTS is"
-                f" {self.settings.max_attempts}); the last: {stored.last_error}",
-            )
-        if age_s > self.settings.max_event_age_s:
-            if stored.last_error is not None:
-                return (
-                    Reason.RETRIES_EXHAUSTED,
-                    self._exhausted(age_s, stored.attempts - 1, stored.last_error),
-                )
-            if stored.hits is None:
-                return (
-                    Reason.EVENT_TOO_OLD,
-                    f"the upload is {age_s:.0f}s old, over CLIPSEARCH_MAX_EVENT_AGE_S"
-                    f" ({self.settings.max_event_age_s:.0f}s)",
-                )
-        return None
-
-    def _exhausted(self, age_s: float, attempts: int, what: str) -> str:
-        return (
-            f"still failing {age_s:.0f}s after the upload, past CLIPSEARCH_MAX_EVENT_AGE_S"
-            f" ({self.settings.max_event_age_s:.0f}s), after {attempts} attempts: {what}"
-        )
-
     def _mask(self, text: str) -> str:
         """The API key never reaches the record, the result JSON or a message."""
         return text.replace(self.settings.api_key, "***")
@@ -326,20 +329,12 @@ class ClipSearchService:
         masked: dict[str, Any] = json.loads(wire.replace(secret, "***"))
         return masked
 
-    def _answer(
-        self,
-        obj: QueryObject,
-        attempt: Attempt,
-        age_s: float,
-        started: float,
-        deadline: float,
-        stages: dict[str, float],
-        spend: VendorSpend,
-    ) -> tuple[dict[str, Any], str]:
+    def _answer(self, run: _Attempting) -> tuple[dict[str, Any], str]:
         """The outcome message and its topic; a PermanentError becomes an error outcome."""
+        obj, attempt, deadline, stages = run.obj, run.attempt, run.deadline, run.stages
         stored = attempt.record
         query: Query | None = None
-        mark = started
+        mark = run.started
         try:
             query = self._validate(obj)
             lookup = None
@@ -352,11 +347,11 @@ class ClipSearchService:
                 check_image_bytes(query, image, self.settings.max_image_bytes)
                 mark = self._lap(stages, "read", mark)
                 # The fetch's metadata call needs only the query: it runs beside the search.
-                lookup = self._fetcher.prefetch(query, deadline, spend)
-                hits = self._search(query, image, age_s, deadline, attempt)
+                lookup = self._fetcher.prefetch(query, deadline, run.spend)
+                hits = self._search(query, image, run.age_s, deadline, attempt)
                 attempt.store_hits(hits)
                 mark = self._lap(stages, "search", mark)
-            clips = self._fetcher.fetch(query, hits, deadline, spend, lookup)
+            clips = self._fetcher.fetch(query, hits, deadline, run.spend, lookup)
             self._lap(stages, "fetch", mark)
         except PermanentError as error:
             _, uri = self._result_uri(obj)
@@ -365,7 +360,7 @@ class ClipSearchService:
                 query,
                 error.reason,
                 error.message,
-                self._timings(started, stages),
+                self._timings(run.started, stages),
                 uri,
                 self._wall_clock(),
                 retention_days=self.settings.result_retention_days,
@@ -375,7 +370,7 @@ class ClipSearchService:
         message = messages.success_message(
             query,
             clips,
-            self._timings(started, stages),
+            self._timings(run.started, stages),
             uri,
             self._wall_clock(),
             retention_days=self.settings.result_retention_days,
@@ -432,25 +427,10 @@ class ClipSearchService:
         0409 ("Duplicate requests are not allowed": an earlier send may have run) keeps it:
         see the adapter.
         """
-
-        def before_send() -> None:
-            if attempt.record.search_sent_at is None:
-                attempt.mark_search_sent(self._now())
-            self._log.info(
-                "sending the search",
-                extra={
-                    "event": "search_sent",
-                    "attempt": attempt.record.attempts,
-                    "event_id": query.object.event_id,
-                    "object": f"gs://{query.object.bucket}/{query.object.name}",
-                    "generation": query.object.generation,
-                    "video_no": query.video_no,
-                    "trace": query.object.trace,
-                },
-            )
-
         try:
-            return self._api.search(query, image, deadline, before_send)
+            return self._api.search(
+                query, image, deadline, lambda: self._announce_search(query, attempt)
+            )
         except TransientError:
             attempt.clear_search_sent()  # the vendor cannot have run it
             raise
@@ -461,28 +441,51 @@ class ClipSearchService:
         # Refused (0001/0003), so not run nor billed: say so before asking why, or a failing
         # metadata call would leave the mark and end the query as search_unconfirmed.
         attempt.clear_search_sent()
+        raise self._refusal_explained(query, refusal, age_s, deadline)
+
+    def _announce_search(self, query: Query, attempt: Attempt) -> None:
+        """Right before the search request leaves: mark it in flight, log it."""
+        if attempt.record.search_sent_at is None:
+            attempt.mark_search_sent(self._now())
+        self._log.info(
+            "sending the search",
+            extra={
+                "event": "search_sent",
+                "attempt": attempt.record.attempts,
+                "event_id": query.object.event_id,
+                "object": f"gs://{query.object.bucket}/{query.object.name}",
+                "generation": query.object.generation,
+                "video_no": query.video_no,
+                "trace": query.object.trace,
+            },
+        )
+
+    def _refusal_explained(
+        self, query: Query, refusal: PermanentError, age_s: float, deadline: float
+    ) -> PermanentError | TransientError:
+        """Why the API called the search invalid, as the video's status tells it."""
         try:
             meta = self._api.video_metadata(query.video_no, query.unique_id, deadline)
         except PermanentError:
-            raise PermanentError(
+            return PermanentError(
                 Reason.VIDEO_NOT_FOUND,
                 f"video_no {query.video_no!r} is unknown in unique_id {query.unique_id!r}"
                 f" ({refusal.message})",
-            ) from None
+            )
         if meta.status == "UNPARSE":
             if age_s < self.settings.unindexed_window_s:
-                raise TransientError(
+                return TransientError(
                     f"video {query.video_no} is still being indexed", retry_after_s=60
                 )
-            raise PermanentError(
+            return PermanentError(
                 Reason.VIDEO_NOT_INDEXED,
                 f"video {query.video_no} was still not indexed after {age_s:.0f}s",
             )
         if meta.status == "PARSE_ERROR":
-            raise PermanentError(
+            return PermanentError(
                 Reason.VIDEO_PARSE_ERROR, f"video {query.video_no} failed indexing at the API"
             )
-        raise refusal
+        return refusal
 
     def _lap(self, stages: dict[str, float], stage: str, mark: float) -> float:
         now = self._clock()
@@ -506,15 +509,15 @@ class ClipSearchService:
         log: ContextLogger,
         spend: VendorSpend | None = None,
     ) -> Outcome:
-        """Result JSON, then the message. Past CLIPSEARCH_MAX_EVENT_AGE_S a failing publish
-        is not retried: the result JSON, written first, says the outcome (and a later
-        delivery of the same event, if one comes, still publishes the stored message)."""
+        """Result JSON, then the message; a publish that fails transiently is retried, or past
+        CLIPSEARCH_MAX_EVENT_AGE_S left to the result JSON (`attempt_policy`)."""
         name, uri = self._result_uri_of(message)
         self._results.write_json(name, self._mask_bytes(messages.encode(message)))
         try:
             message_id = self._publish(topic, message)
         except TransientError as error:
-            if age_s <= self.settings.max_event_age_s:
+            situation = self._situation(Happened.UNPUBLISHED, attempt, age_s, error.message)
+            if not isinstance(decide(situation), LeaveUnpublished):
                 raise
             attempt.release(self._mask(error.message))
             self._log_outcome(

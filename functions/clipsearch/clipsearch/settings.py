@@ -113,6 +113,59 @@ def _split(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+class _Env:
+    """Reads one variable at a time from the environment, each checked, or a ConfigError
+    naming it; an empty value means the table's default."""
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self._env = env
+        self._known = {s.env: s for s in SETTINGS}
+
+    def text(self, name: str) -> str:
+        value = self._env.get(name)
+        if value is None or value == "":
+            default = self._known[name].default
+            if default is None:
+                raise ConfigError(f"{name} is required")
+            return default
+        return value
+
+    def number(self, name: str, kind: type[int] | type[float], low: float) -> float:
+        raw = self.text(name)
+        try:
+            value = kind(raw)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not math.isfinite(value):  # nan compares false with everything: refuse it here
+            raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+        if value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {raw!r}")
+        return value
+
+    def integer(self, name: str, low: int) -> int:
+        return int(self.number(name, int, low))
+
+    def choice(self, name: str, kind: type[FetchMode] | type[FetchSource]) -> str:
+        raw = self.text(name).lower()
+        allowed = [m.value for m in kind]
+        if raw not in allowed:
+            raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}")
+        return raw
+
+    def flag(self, name: str) -> bool:
+        raw = self.text(name).lower()
+        if raw not in ("true", "false", "1", "0", "yes", "no"):
+            raise ConfigError(f"{name} must be true or false, got {raw!r}")
+        return raw in ("true", "1", "yes")
+
+    def log_level(self, name: str) -> str:
+        raw = self.text(name).upper()
+        allowed = sorted(n for n in logging.getLevelNamesMapping() if n != "NOTSET")
+        if raw not in allowed:
+            raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}")
+        return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     api_key: str
@@ -162,102 +215,65 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        known = {s.env: s for s in SETTINGS}
-
-        def get(name: str) -> str:
-            value = env.get(name)
-            if value is None or value == "":
-                default = known[name].default
-                if default is None:
-                    raise ConfigError(f"{name} is required")
-                return default
-            return value
-
-        def number(name: str, kind: type[int] | type[float], low: float) -> float:
-            raw = get(name)
-            try:
-                value = kind(raw)
-            except ValueError:
-                raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-            if not math.isfinite(value):  # nan compares false with everything: refuse it here
-                raise ConfigError(f"{name} must be a finite number, got {raw!r}")
-            if value < low:
-                raise ConfigError(f"{name} must be >= {low}, got {raw!r}")
-            return value
-
-        def choice(name: str, kind: type[FetchMode] | type[FetchSource]) -> str:
-            raw = get(name).lower()
-            allowed = [m.value for m in kind]
-            if raw not in allowed:
-                raise ConfigError(f"{name} must be one of {allowed}, got {raw!r}")
-            return raw
-
-        def flag(name: str) -> bool:
-            raw = get(name).lower()
-            if raw not in ("true", "false", "1", "0", "yes", "no"):
-                raise ConfigError(f"{name} must be true or false, got {raw!r}")
-            return raw in ("true", "1", "yes")
-
-        def log_level() -> str:
-            raw = get("CLIPSEARCH_LOG_LEVEL").upper()
-            allowed = sorted(n for n in logging.getLevelNamesMapping() if n != "NOTSET")
-            if raw not in allowed:
-                raise ConfigError(f"CLIPSEARCH_LOG_LEVEL must be one of {allowed}, got {raw!r}")
-            return raw
-
-        results_topic = get("CLIPSEARCH_RESULTS_TOPIC")
-        max_image = int(number("CLIPSEARCH_MAX_IMAGE_BYTES", int, 1))
+        """Every variable checked, in this order; the first bad one raises ConfigError."""
+        read = _Env(env)
+        results_topic = read.text("CLIPSEARCH_RESULTS_TOPIC")
+        max_image = read.integer("CLIPSEARCH_MAX_IMAGE_BYTES", 1)
         if max_image > API_MAX_IMAGE_BYTES:
             raise ConfigError("CLIPSEARCH_MAX_IMAGE_BYTES cannot exceed the API's 20 MB")
         settings = cls(
-            api_key=get("CLIPSEARCH_API_KEY"),
-            api_base_url=get("CLIPSEARCH_API_BASE_URL").rstrip("/"),
+            api_key=read.text("CLIPSEARCH_API_KEY"),
+            api_base_url=read.text("CLIPSEARCH_API_BASE_URL").rstrip("/"),
             download_base_url=(
-                get("CLIPSEARCH_DOWNLOAD_BASE_URL") or get("CLIPSEARCH_API_BASE_URL")
+                read.text("CLIPSEARCH_DOWNLOAD_BASE_URL") or read.text("CLIPSEARCH_API_BASE_URL")
             ).rstrip("/"),
-            results_bucket=get("CLIPSEARCH_RESULTS_BUCKET"),
-            results_prefix=get("CLIPSEARCH_RESULTS_PREFIX"),
-            query_bucket=get("CLIPSEARCH_QUERY_BUCKET"),
-            include_prefixes=_split(get("CLIPSEARCH_INCLUDE_PREFIXES")),
-            exclude_prefixes=_split(get("CLIPSEARCH_EXCLUDE_PREFIXES")),
+            results_bucket=read.text("CLIPSEARCH_RESULTS_BUCKET"),
+            results_prefix=read.text("CLIPSEARCH_RESULTS_PREFIX"),
+            query_bucket=read.text("CLIPSEARCH_QUERY_BUCKET"),
+            include_prefixes=_split(read.text("CLIPSEARCH_INCLUDE_PREFIXES")),
+            exclude_prefixes=_split(read.text("CLIPSEARCH_EXCLUDE_PREFIXES")),
             results_topic=results_topic,
-            errors_topic=get("CLIPSEARCH_ERRORS_TOPIC") or results_topic,
-            fetch_mode=FetchMode(choice("CLIPSEARCH_FETCH_MODE", FetchMode)),
-            clip_fallback=FetchMode(choice("CLIPSEARCH_CLIP_FALLBACK", FetchMode)),
-            clip_exact=flag("CLIPSEARCH_CLIP_EXACT"),
-            max_clip_s=number("CLIPSEARCH_MAX_CLIP_S", float, 0.1),
-            max_index_bytes=int(number("CLIPSEARCH_MAX_INDEX_BYTES", int, 1024)),
-            index_cache_bytes=int(number("CLIPSEARCH_INDEX_CACHE_BYTES", int, 0)),
-            fetch_source=FetchSource(choice("CLIPSEARCH_FETCH_SOURCE", FetchSource)),
-            source_buckets=frozenset(_split(get("CLIPSEARCH_SOURCE_BUCKETS"))),
-            connect_timeout_s=number("CLIPSEARCH_CONNECT_TIMEOUT_S", float, 0.001),
-            read_timeout_s=number("CLIPSEARCH_READ_TIMEOUT_S", float, 0.001),
-            retry_attempts=int(number("CLIPSEARCH_RETRY_ATTEMPTS", int, 1)),
-            retry_budget_s=number("CLIPSEARCH_RETRY_BUDGET_S", float, 0),
-            search_rate_per_s=number("CLIPSEARCH_SEARCH_RATE_PER_S", float, 0.001),
-            download_rate_per_min=number("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", float, 0.001),
-            metadata_rate_per_s=number("CLIPSEARCH_METADATA_RATE_PER_S", float, 0.001),
-            max_instances=int(number("CLIPSEARCH_MAX_INSTANCES", int, 1)),
-            function_timeout_s=number("CLIPSEARCH_FUNCTION_TIMEOUT_S", float, 10),
-            max_event_age_s=number("CLIPSEARCH_MAX_EVENT_AGE_S", float, 1),
-            max_attempts=int(number("CLIPSEARCH_MAX_ATTEMPTS", int, 1)),
-            unindexed_window_s=number("CLIPSEARCH_UNINDEXED_WINDOW_S", float, 0),
-            max_fetch_bytes=int(number("CLIPSEARCH_MAX_FETCH_BYTES", int, 1)),
-            ranged_above_bytes=int(number("CLIPSEARCH_RANGED_ABOVE_BYTES", int, 0)),
-            source_recheck_s=number("CLIPSEARCH_SOURCE_RECHECK_S", float, 0),
+            errors_topic=read.text("CLIPSEARCH_ERRORS_TOPIC") or results_topic,
+            fetch_mode=FetchMode(read.choice("CLIPSEARCH_FETCH_MODE", FetchMode)),
+            clip_fallback=FetchMode(read.choice("CLIPSEARCH_CLIP_FALLBACK", FetchMode)),
+            clip_exact=read.flag("CLIPSEARCH_CLIP_EXACT"),
+            max_clip_s=read.number("CLIPSEARCH_MAX_CLIP_S", float, 0.1),
+            max_index_bytes=read.integer("CLIPSEARCH_MAX_INDEX_BYTES", 1024),
+            index_cache_bytes=read.integer("CLIPSEARCH_INDEX_CACHE_BYTES", 0),
+            fetch_source=FetchSource(read.choice("CLIPSEARCH_FETCH_SOURCE", FetchSource)),
+            source_buckets=frozenset(_split(read.text("CLIPSEARCH_SOURCE_BUCKETS"))),
+            connect_timeout_s=read.number("CLIPSEARCH_CONNECT_TIMEOUT_S", float, 0.001),
+            read_timeout_s=read.number("CLIPSEARCH_READ_TIMEOUT_S", float, 0.001),
+            retry_attempts=read.integer("CLIPSEARCH_RETRY_ATTEMPTS", 1),
+            retry_budget_s=read.number("CLIPSEARCH_RETRY_BUDGET_S", float, 0),
+            search_rate_per_s=read.number("CLIPSEARCH_SEARCH_RATE_PER_S", float, 0.001),
+            download_rate_per_min=read.number("CLIPSEARCH_DOWNLOAD_RATE_PER_MIN", float, 0.001),
+            metadata_rate_per_s=read.number("CLIPSEARCH_METADATA_RATE_PER_S", float, 0.001),
+            max_instances=read.integer("CLIPSEARCH_MAX_INSTANCES", 1),
+            function_timeout_s=read.number("CLIPSEARCH_FUNCTION_TIMEOUT_S", float, 10),
+            max_event_age_s=read.number("CLIPSEARCH_MAX_EVENT_AGE_S", float, 1),
+            max_attempts=read.integer("CLIPSEARCH_MAX_ATTEMPTS", 1),
+            unindexed_window_s=read.number("CLIPSEARCH_UNINDEXED_WINDOW_S", float, 0),
+            max_fetch_bytes=read.integer("CLIPSEARCH_MAX_FETCH_BYTES", 1),
+            ranged_above_bytes=read.integer("CLIPSEARCH_RANGED_ABOVE_BYTES", 0),
+            source_recheck_s=read.number("CLIPSEARCH_SOURCE_RECHECK_S", float, 0),
             max_image_bytes=max_image,
-            max_metadata_chars=int(number("CLIPSEARCH_MAX_METADATA_CHARS", int, 1)),
-            log_level=log_level(),
-            result_retention_days=int(number("CLIPSEARCH_RESULT_RETENTION_DAYS", int, 1)),
+            max_metadata_chars=read.integer("CLIPSEARCH_MAX_METADATA_CHARS", 1),
+            log_level=read.log_level("CLIPSEARCH_LOG_LEVEL"),
+            result_retention_days=read.integer("CLIPSEARCH_RESULT_RETENTION_DAYS", 1),
         )
-        if settings.clip_fallback is FetchMode.CLIP:
+        settings._check_consistent()
+        return settings
+
+    def _check_consistent(self) -> None:
+        """The checks that span variables."""
+        if self.clip_fallback is FetchMode.CLIP:
             raise ConfigError("CLIPSEARCH_CLIP_FALLBACK must be copy or none")
-        settings.check_no_feedback_loop()
-        settings.check_tls()
-        for topic in (settings.results_topic, settings.errors_topic):
+        self.check_no_feedback_loop()
+        self.check_tls()
+        for topic in (self.results_topic, self.errors_topic):
             if not topic.startswith("projects/") or "/topics/" not in topic:
                 raise ConfigError(f"topics must be full paths projects/P/topics/T, got {topic!r}")
-        return settings
 
     def in_scope(self, bucket: str, object_name: str) -> bool:
         """Whether a query object is ours: inside the prefixes, and never one of our outputs."""

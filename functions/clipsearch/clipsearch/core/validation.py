@@ -18,7 +18,6 @@ EXTENSION_KINDS = {
     "bmp": "bmp",
     "webp": "webp",
 }
-METADATA_KEYS = ("video_no", "prompt", "unique_id")
 DEFAULT_UNIQUE_ID = "default"
 MAX_ID_CHARS = 128
 # QueryObject.size when the event does not carry one: the read decides (check_image_bytes).
