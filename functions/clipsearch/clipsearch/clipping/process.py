@@ -1,7 +1,8 @@
 """Process-wide tuning of the libraries the engine runs on, and handing freed memory back.
 
 `tune_process` is called once by the composition root: its settings hold for the process,
-so no engine object sets them.
+so no engine object sets them. It loads FFmpeg's libavutil by path without importing PyAV
+(the same library PyAV links to later), so it may run at start-up.
 """
 
 from __future__ import annotations
@@ -9,10 +10,9 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import functools
+import importlib.util
 from pathlib import Path
 from typing import Any
-
-import av
 
 FFMPEG_MAX_ALLOC = 96 * 1024 * 1024
 
@@ -30,7 +30,10 @@ def _cap_ffmpeg_allocations() -> bool:
     (an error we turn into a fallback) instead of growing the process by gigabytes. The
     limit is process-wide and far above what a 10 h source's index needs (~26 MB).
     """
-    libs = Path(av.__file__).resolve().parent.parent / "av.libs"
+    spec = importlib.util.find_spec("av")
+    if spec is None or spec.origin is None:
+        return False
+    libs = Path(spec.origin).resolve().parent.parent / "av.libs"
     for lib in sorted(libs.glob("libavutil-*.so*")):
         with contextlib.suppress(OSError, AttributeError):
             ctypes.CDLL(str(lib)).av_max_alloc(ctypes.c_size_t(FFMPEG_MAX_ALLOC))
