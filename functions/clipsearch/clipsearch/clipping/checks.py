@@ -17,7 +17,7 @@ def check_continuous(video: list[Any], tb: Fraction, fragmented: bool) -> None:
     """Consecutive video packets are spaced like frames, not seconds apart (a bad seek).
 
     FFmpeg cannot seek into some fragment layouts (a moof per track, fragments not starting
-    on keyframes): it landed on a keyframe of a fragment it had read and then jumped to the
+    on keyframes): it lands on a keyframe of a fragment it has read and then jumps to the
     target, a clip that decodes cleanly and is wrong. Fragments are checked tighter: a
     missing one is a gap of its duration.
     """

@@ -9,7 +9,6 @@ again with the demuxer parsing the whole moov.
 from __future__ import annotations
 
 import contextlib
-import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -356,7 +355,7 @@ def _tables(f: SparseFile, layout: Layout) -> Movie | None:
             return None
     try:
         return parse_movie(f.view(moov.offset, moov.size), f.size)
-    except (Unsupported, struct.error, IndexError, ValueError, ArithmeticError):
+    except Unsupported:
         return None  # FFmpeg's own parse then, behind boxes.check_box
     finally:
         release_free_memory()
