@@ -55,7 +55,8 @@ class Opened:
 
     `file`, `container` and `streams` are the demuxer a cut reads through (a cut may open
     another over the same source: `reopen`, `open_window`, `to_moov`); `index` is what the
-    planner reads (`plan.py`), and says which way the source is cut.
+    planner reads (`plan.py`), and says which way the source is cut. `fragments` holds the
+    moofs checked in the file the walk read (none unless the source has fragments).
     """
 
     source: RangeSource
