@@ -22,7 +22,10 @@ from clipsearch.clipping import (
     cut_clip,
     poster_frame,
 )
+from clipsearch.clipping import plan as plans
+from clipsearch.clipping.errors import TablesCannotServe
 from clipsearch.clipping.plan import CutPlan, plan
+from clipsearch.clipping.planner import TableIndex
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.streams import take_streams
 from clipsearch.clipping.synthetic import calibrate
@@ -111,6 +114,32 @@ def test_poster_is_the_clips_first_frame(sources, tmp_path):
     image = Image.open(io.BytesIO(jpeg))
     assert image.size == (160, 120)
     assert read_frame_code(image) == decode_all(info.path)[0].code
+
+
+def test_only_tables_that_cannot_serve_a_cut_fall_back_and_a_bug_raises(
+    sources, source_frames, tmp_path, monkeypatch
+):
+    """The whole-moov way re-cuts only what the tables cannot serve (`TablesCannotServe`);
+    any other error on the tables way is a failure (engine_error), not a slower clip."""
+    real = plans.plan_video
+    raised: list[Exception] = []
+
+    def tables_fail(index, *args, **kwargs):
+        if isinstance(index, TableIndex):
+            raise raised[-1]
+        return real(index, *args, **kwargs)
+
+    monkeypatch.setattr(plans, "plan_video", tables_fail)
+    path = sources["moov_at_end"]
+    raised.append(TablesCannotServe("outside the window"))
+    info = cut_clip(FileRangeSource(path), 10.0, 12.0, tmp_path / "a.mp4")
+    assert info.index_path == "tables+moov"
+    check_clip(info, source_frames["moov_at_end"])
+    raised.append(IndexError("a bug"))
+    with pytest.raises(ClipUnavailable) as caught:
+        cut_clip(FileRangeSource(path), 10.0, 12.0, tmp_path / "b.mp4")
+    assert caught.value.reason == ClipReason.ENGINE_ERROR
+    assert "IndexError" in caught.value.message
 
 
 def test_several_clips_share_one_open_and_memory_stays_the_index(sources, source_frames, tmp_path):
