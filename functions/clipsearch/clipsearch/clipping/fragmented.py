@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 import statistics
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from clipsearch.clipping.fragments import (
     track_defaults,
 )
 from clipsearch.clipping.index import Box
-from clipsearch.clipping.plan import EPS, CutPlan, FragmentIndex
+from clipsearch.clipping.plan import EPS, CutPlan, FragmentIndex, TfraPoint
 from clipsearch.clipping.reader import SparseFile
 
 MAX_FRAGMENT_STEPS = 64  # fragments looked back through for one starting with a keyframe
@@ -115,7 +116,7 @@ def guard_fragments(fragments: Fragments, layout: Layout) -> FragmentIndex | Non
 
 
 def _tfra_times(
-    f: SparseFile, tfra: dict[int, list[boxes.FragmentPoint]], moov: Box | None, moof: Box
+    f: SparseFile, tfra: Mapping[int, Sequence[TfraPoint]], moov: Box | None, moof: Box
 ) -> str:
     """Whether this muxer's tfra times are decode ("dts") or presentation ("pts") times.
 

@@ -13,13 +13,11 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
+from typing import Any, Protocol
 
 from clipsearch.clipping.boxes import (
     CompositionOffsets,
-    FragmentPoint,
     LastSample,
-    Subsegment,
     last_samples,
     video_composition_offsets,
 )
@@ -50,6 +48,26 @@ EPS = 1e-6
 
 Span = tuple[int, int]
 Window = tuple[int, int]
+
+
+class TfraPoint(Protocol):
+    """A random-access point of the mfra (`boxes.parse_tfra`): its time and moof's offset."""
+
+    @property
+    def time(self) -> int: ...
+
+    @property
+    def moof_offset(self) -> int: ...
+
+
+class SidxReference(Protocol):
+    """A sidx reference (`boxes.parse_sidx`): its start time and byte offset."""
+
+    @property
+    def time(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -103,10 +121,10 @@ class FragmentIndex:
     it must not seek with them (no mfra, or one the demuxer cannot seek in).
     """
 
-    tfra: Mapping[int, tuple[FragmentPoint, ...]]
+    tfra: Mapping[int, tuple[TfraPoint, ...]]
     mfra_offset: int | None
     sidx_timescale: int
-    subsegments: tuple[Subsegment, ...]
+    subsegments: tuple[SidxReference, ...]
     tfra_times: str
 
     def duration(self, video: Any) -> float:
@@ -134,7 +152,7 @@ class CutPlan:
     spans: tuple[Span, ...]
     last_dts: int | None = None
     windows: tuple[Window | None, ...] | None = None
-    seek_points: tuple[FragmentPoint, ...] = ()
+    seek_points: tuple[TfraPoint, ...] = ()
 
     @property
     def budget(self) -> int:
@@ -284,7 +302,7 @@ def _plan_fragments(
         )
     v = streams.video
     s_ts = math.floor((start + EPS) / v.time_base)
-    points: tuple[FragmentPoint, ...] = ()
+    points: tuple[TfraPoint, ...] = ()
     if index.mfra_offset is not None and index.tfra_times:
         video_points = index.tfra.get(int(v.id)) or ()
         points = tuple(reversed(sorted((p for p in video_points if p.time <= s_ts), key=_time)))
@@ -293,11 +311,11 @@ def _plan_fragments(
     return CutPlan(int(s_ts), tuple(spans), seek_points=points)
 
 
-def _time(point: FragmentPoint) -> int:
+def _time(point: TfraPoint) -> int:
     return point.time
 
 
-def _until_earlier(points: tuple[FragmentPoint, ...], earliest: float) -> list[FragmentPoint]:
+def _until_earlier(points: tuple[TfraPoint, ...], earliest: float) -> list[TfraPoint]:
     """The points (latest first) down to the first one before `earliest`, exclusive."""
     out = []
     for point in points:
