@@ -55,6 +55,7 @@ from clipsearch.clipping import (
     IndexCache,
     RangeSource,
     SourceIndex,
+    tune_process,
 )
 
 OUT = Path(__file__).parent / "out"
@@ -178,6 +179,7 @@ def _check_clip(path: Path, start: float, end: float, real_start: float) -> dict
 
 def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     """One scenario, `repeats` times, in this process (a child of `main`)."""
+    tune_process()  # as the function's composition root does
     start, mode, repeats = spec["start"], spec["mode"], spec["repeats"]
     clip_s = spec["clip_s"]
     gcs = spec.get("gcs")

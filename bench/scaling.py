@@ -179,6 +179,9 @@ def scenario(spec: dict[str, Any]) -> dict[str, Any]:
     """One scenario, once, in this fresh process."""
     import gc  # noqa: PLC0415
 
+    from clipsearch.clipping import tune_process  # noqa: PLC0415
+
+    tune_process()  # as the function's composition root does
     from clipsearch.clipping import (  # noqa: PLC0415
         ClipSource,
         FileRangeSource,

@@ -32,6 +32,7 @@ from clipsearch.clipping import (
     IndexCache,
     SourceIndex,
     poster_frame,
+    tune_process,
 )
 from tests.corpus.allowlist import allowed_reasons
 from tests.corpus.oracle import Media, Verdict, judge, scan
@@ -273,6 +274,7 @@ def _cut_and_judge(
 
 def run(kind: str, mode: str, hit_names: tuple[str, ...], workdir: Path) -> dict[str, Outcome]:
     """Cut `hit_names` (in this order) of `kind` in `mode`."""
+    tune_process()  # as the function's composition root does
     path = build(kind)
     media = source_media(path)
     hits = hits_for(media)

@@ -13,7 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-from clipsearch.clipping import ClipSource, ClipUnavailable, FileRangeSource, poster_frame
+from clipsearch.clipping import (
+    ClipSource,
+    ClipUnavailable,
+    FileRangeSource,
+    poster_frame,
+    tune_process,
+)
 from tests.corpus.oracle import cheap_defects
 
 ADDRESS_SPACE_LIMIT = 4 * 1024**3  # a runaway allocation fails here instead of swapping
@@ -77,6 +83,7 @@ def peak_rss_kb() -> int:
 
 def main() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_LIMIT, ADDRESS_SPACE_LIMIT))
+    tune_process()  # as the function's composition root does
     with tempfile.TemporaryDirectory(prefix="fuzz-worker-") as tmp:
         workdir = Path(tmp)
         print(json.dumps({"ready": True}), flush=True)

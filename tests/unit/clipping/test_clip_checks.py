@@ -14,7 +14,7 @@ from types import SimpleNamespace
 import pytest
 
 from clipsearch.clipping import ClipReason, ClipSource, ClipUnavailable, FileRangeSource
-from clipsearch.clipping.cutter import _check_no_shared_bytes
+from clipsearch.clipping.checks import check_no_shared_bytes
 from clipsearch.clipping.verify import declared_duration_disagreement
 
 
@@ -23,14 +23,14 @@ def _packet(pos: int, size: int) -> SimpleNamespace:
 
 
 def test_samples_that_share_bytes_are_malformed() -> None:
-    _check_no_shared_bytes([_packet(100, 50), _packet(150, 10), _packet(-1, 999)])
+    check_no_shared_bytes([_packet(100, 50), _packet(150, 10), _packet(-1, 999)])
     with pytest.raises(ClipUnavailable) as caught:
-        _check_no_shared_bytes([_packet(100, 50), _packet(149, 10)])
+        check_no_shared_bytes([_packet(100, 50), _packet(149, 10)])
     assert caught.value.reason == ClipReason.MALFORMED_SOURCE
     # a sample running into the moov (a raised stsz size)
-    _check_no_shared_bytes([_packet(100, 50)], [(0, 32), (150, 4000)])
+    check_no_shared_bytes([_packet(100, 50)], [(0, 32), (150, 4000)])
     with pytest.raises(ClipUnavailable):
-        _check_no_shared_bytes([_packet(100, 51)], [(0, 32), (150, 4000)])
+        check_no_shared_bytes([_packet(100, 51)], [(0, 32), (150, 4000)])
 
 
 def _patched_mvhd(clip: bytes, seconds: float) -> bytes:

@@ -22,7 +22,14 @@ from clipsearch.clipping import (
     cut_clip,
     poster_frame,
 )
+from clipsearch.clipping import plan as plans
+from clipsearch.clipping.errors import TablesCannotServe
+from clipsearch.clipping.plan import CutPlan, plan
+from clipsearch.clipping.planner import TableIndex
 from clipsearch.clipping.sources import RangeSource
+from clipsearch.clipping.streams import take_streams
+from clipsearch.clipping.synthetic import calibrate
+from clipsearch.clipping.tables import parse_movie
 from clipsearch_dev.media import make_video, read_frame_code
 from tests.unit.clipping.helpers import audio_end, audio_packets, check_clip, decode_all, remux
 
@@ -109,6 +116,32 @@ def test_poster_is_the_clips_first_frame(sources, tmp_path):
     assert read_frame_code(image) == decode_all(info.path)[0].code
 
 
+def test_only_tables_that_cannot_serve_a_cut_fall_back_and_a_bug_raises(
+    sources, source_frames, tmp_path, monkeypatch
+):
+    """The whole-moov way re-cuts only what the tables cannot serve (`TablesCannotServe`);
+    any other error on the tables way is a failure (engine_error), not a slower clip."""
+    real = plans.plan_video
+    raised: list[Exception] = []
+
+    def tables_fail(index, *args, **kwargs):
+        if isinstance(index, TableIndex):
+            raise raised[-1]
+        return real(index, *args, **kwargs)
+
+    monkeypatch.setattr(plans, "plan_video", tables_fail)
+    path = sources["moov_at_end"]
+    raised.append(TablesCannotServe("outside the window"))
+    info = cut_clip(FileRangeSource(path), 10.0, 12.0, tmp_path / "a.mp4")
+    assert info.index_path == "tables+moov"
+    check_clip(info, source_frames["moov_at_end"])
+    raised.append(IndexError("a bug"))
+    with pytest.raises(ClipUnavailable) as caught:
+        cut_clip(FileRangeSource(path), 10.0, 12.0, tmp_path / "b.mp4")
+    assert caught.value.reason == ClipReason.ENGINE_ERROR
+    assert "IndexError" in caught.value.message
+
+
 def test_several_clips_share_one_open_and_memory_stays_the_index(sources, source_frames, tmp_path):
     source = FileRangeSource(sources["moov_at_end"])
     with ClipSource(source) as clips:
@@ -121,7 +154,7 @@ def test_several_clips_share_one_open_and_memory_stays_the_index(sources, source
             info = clips.cut(start, start + 2, tmp_path / f"{i}.mp4")
             check_clip(info, source_frames["moov_at_end"])
             assert info.requests <= 1
-            assert clips._file.held_bytes - len(clips._file.tail) == index_bytes
+            assert clips.held_bytes == index_bytes
     assert first.requests <= 3
 
 
@@ -302,6 +335,21 @@ def test_the_open_probes_the_first_packet_without_fetching_it(
             assert audio_end(info.path) >= info.end - info.start - 0.05
 
 
+def _tables_plan(path: Path, start: float, end: float) -> CutPlan:
+    """The plan a cut of `path` makes the tables way (`plan.plan` over our tables of its
+    moov, calibrated against a demuxer that parsed the whole moov)."""
+    data = path.read_bytes()
+    pos = 0
+    while data[pos + 4 : pos + 8] != b"moov":
+        pos += int.from_bytes(data[pos : pos + 4], "big")
+    moov = data[pos : pos + int.from_bytes(data[pos : pos + 4], "big")]
+    movie = parse_movie(moov, len(data))
+    with av.open(str(path)) as container:
+        streams = take_streams(container, lambda: None)
+        index = calibrate(container, movie, streams.video)
+        return plan(index, streams, start, end, file_size=len(data), max_preroll_s=60.0)
+
+
 def test_a_clip_ending_just_before_a_keyframe_does_not_plan_it(sources, source_frames, tmp_path):
     """The next GOP's keyframe (a GOP's largest frame) is not planned, and the clip is right.
 
@@ -321,11 +369,13 @@ def test_a_clip_ending_just_before_a_keyframe_does_not_plan_it(sources, source_f
         keyframe = SimpleNamespace(timestamp=entry.timestamp, pos=entry.pos, size=entry.size)
         keyframe_dts = float(keyframe.timestamp * video.time_base)
     start, end = keyframe_dts - 4, keyframe_dts - 0.15
+    cut_plan = _tables_plan(path, start, end)
     with ClipSource(FileRangeSource(path)) as clips:
-        _, spans, last_dts = clips.plan(start, end)
         info = clips.cut(start, end, tmp_path / "k.mp4")
-    assert last_dts is not None
-    assert last_dts < keyframe.timestamp
+    assert info.index_path == "tables"
+    assert cut_plan.last_dts is not None
+    assert cut_plan.last_dts < keyframe.timestamp
+    spans = cut_plan.spans
     assert not [(a, b) for a, b in spans if a < keyframe.pos + keyframe.size and keyframe.pos < b]
     check_clip(info, source_frames["moov_at_end"])
     assert audio_end(info.path) >= info.end - info.start - 0.05

@@ -18,7 +18,7 @@ import av
 import pytest
 
 from clipsearch.clipping import ClipReason, ClipSource, ClipUnavailable, FileRangeSource
-from clipsearch.clipping.cutter import _check_audio_run
+from clipsearch.clipping.checks import check_audio_run
 from clipsearch.clipping.fragments import (
     TrackDefaults,
     fragment_samples,
@@ -102,15 +102,15 @@ def _packet(dts: int, duration: int) -> SimpleNamespace:
 
 
 def test_audio_that_overlaps_or_leaves_a_gap_at_a_join_is_declined() -> None:
-    _check_audio_run([_packet(n * 1024, 1024) for n in range(10)])
+    check_audio_run([_packet(n * 1024, 1024) for n in range(10)])
     overlap = [_packet(0, 1024), _packet(1024, 1024), _packet(2048 - 240, 1024)]
     with pytest.raises(ClipUnavailable) as caught:
-        _check_audio_run(overlap)
+        check_audio_run(overlap)
     assert caught.value.reason == ClipReason.UNSUPPORTED_CONTAINER
     assert "overlap by 5.0 ms" in caught.value.message
     gap = [_packet(0, 1024), _packet(2048, 1024)]
     with pytest.raises(ClipUnavailable, match=r"leave a gap by 21\.3 ms"):
-        _check_audio_run(gap)
+        check_audio_run(gap)
 
 
 def test_later_cuts_of_one_open_fragmented_source_declare_their_own_length(

@@ -16,7 +16,7 @@ from pathlib import Path
 import av
 import pytest
 
-from clipsearch.clipping import ClipInfo, ClipSource, FileRangeSource, IndexCache, boxes, planner
+from clipsearch.clipping import ClipInfo, ClipSource, FileRangeSource, IndexCache, boxes, closing
 from clipsearch.clipping.reader import SparseFile
 
 # Hits ending 0.35 s before a keyframe (2 s GOPs), where the last frame was lost, and others.
@@ -124,10 +124,10 @@ def test_closure_runs_on_until_no_later_frame_shows_before_the_clip_ends() -> No
     dts = [92160, 93184, 93696, 94208, 95232, 95744, 96256, 96768, 97280]
     pts = [95744, 94208, 93696, 95232, 97792, 96768, 96256, 97280, 98816]
     shown = max(pts[i] + dts[i + 1] - dts[i] for i in range(4))
-    closed = planner.closure(dts.__getitem__, pts.__getitem__, len(dts), 3, shown)
+    closed = closing.closure(dts.__getitem__, pts.__getitem__, len(dts), 3, shown)
     assert closed == (7, 97792 + 512)  # up to the sample before the keyframe at 98816
     # Already closed: nothing later shows before the clip's end.
-    assert planner.closure(dts.__getitem__, pts.__getitem__, len(dts), 7, 98304) == (7, 98304)
+    assert closing.closure(dts.__getitem__, pts.__getitem__, len(dts), 7, 98304) == (7, 98304)
     # The index cannot tell (no ctts for a sample): the clip ends as before.
     unknown = [*pts[:6], None, *pts[7:]]
-    assert planner.closure(dts.__getitem__, unknown.__getitem__, len(dts), 3, shown) is None
+    assert closing.closure(dts.__getitem__, unknown.__getitem__, len(dts), 3, shown) is None

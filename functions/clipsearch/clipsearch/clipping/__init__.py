@@ -2,7 +2,8 @@
 
 The cutting half (the cutter and posters, on PyAV and FFmpeg) loads on first use: the function
 imports this package at start-up for its light parts and cuts only after its first search
-returns, so the composition root loads `ENGINE_MODULES` while that search is in flight.
+returns, so the composition root loads `ENGINE_MODULES` while that search is in flight. It
+calls `tune_process` once, before the first cut (it does not import PyAV).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.index import IndexCache, SourceIndex
+from clipsearch.clipping.process import tune_process
 from clipsearch.clipping.sources import FileRangeSource, RangeSource
 
 if TYPE_CHECKING:
@@ -46,4 +48,5 @@ __all__ = [
     "SourceIndex",
     "cut_clip",
     "poster_frame",
+    "tune_process",
 ]

@@ -35,3 +35,8 @@ class ClipUnavailable(Exception):
         self.reason = reason
         self.message = message
         self.transient = transient
+
+
+class TablesCannotServe(Exception):
+    """The synthetic index (our tables) cannot serve this cut: it is done again with the
+    demuxer parsing the whole moov. Only this falls back; any other error is a failure."""

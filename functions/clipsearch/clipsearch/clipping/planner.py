@@ -13,13 +13,10 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
+from clipsearch.clipping.closing import NEXT_SHOWN_SCAN, REORDER_MARGIN, closure, stops_here
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.tables import Track
 
-REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering)
-# Decode-order samples looked at past the clip for the next frame shown (B-frame reordering
-# and an open GOP's leading pictures stay well within this).
-NEXT_SHOWN_SCAN = 2 * REORDER_MARGIN + 1
 MAX_CLIP_SAMPLES = 200_000  # per track and clip: 600 s of 120 fps video plus audio, with room
 _EPS = 1e-6
 
@@ -215,8 +212,8 @@ def plan_closure(
 ) -> tuple[int, float]:
     """(last sample to plan, where the video may end: `end` unless the clip is closed later).
 
-    The cut's stop replayed on the index, then `closure`: the plan covers the closed clip's
-    video and audio, so closing it costs no extra read.
+    The demux's stop (`closing.stops_here`) replayed on the index, then `closing.closure`:
+    the plan covers the closed clip's video and audio, so closing it costs no extra read.
     """
     count = len(index)
     first = index.composition(0)
@@ -235,7 +232,7 @@ def plan_closure(
         t = pts(i)
         if t is None:
             return last, end
-        if index.timestamp(i) >= end_ts and max_pts is not None and t > max_pts:
+        if stops_here(index.timestamp(i), t, end_ts, max_pts):
             closed = closure(index.timestamp, pts, count, i - 1, shown_until)
             if closed is None or closed[0] == i - 1:
                 return last, end
@@ -246,34 +243,6 @@ def plan_closure(
         max_pts = t if max_pts is None else max(max_pts, t)
         shown_until = max(shown_until, t + index.timestamp(i + 1) - index.timestamp(i))
     return last, end
-
-
-def closure(
-    dts: Callable[[int], int],
-    pts: Callable[[int], int | None],
-    count: int,
-    last: int,
-    shown_until: int,
-) -> tuple[int, int] | None:
-    """(e, its end): the first sample e >= `last` (decode order) that closes a clip.
-
-    A clip of the samples up to `last`, whose frames are on screen until `shown_until`, is
-    closed when every later sample shows at or after that; each sample taken in extends it
-    by its stored duration (the next decode time). None when the index cannot tell within
-    NEXT_SHOWN_SCAN samples.
-    """
-    for e in range(last, min(count, last + 1 + NEXT_SHOWN_SCAN)):
-        if e > last:
-            t = pts(e)
-            if t is None or e + 1 >= count:
-                return None
-            shown_until = max(shown_until, t + dts(e + 1) - dts(e))
-        later = [pts(i) for i in range(e + 1, min(count, e + 1 + NEXT_SHOWN_SCAN))]
-        if any(t is None for t in later):
-            return None
-        if all(t is not None and t >= shown_until for t in later):
-            return e, shown_until
-    return None
 
 
 def merge_spans(
@@ -299,3 +268,19 @@ def window(index: TableIndex, since: float, until: float, time_base: Fraction) -
     lo = index.search(math.floor(since / time_base), backward=True, any_frame=True)
     hi = index.search(math.ceil(until / time_base), backward=True, any_frame=True)
     return max(lo, 0), max(hi, 0)
+
+
+__all__ = [
+    "NEXT_SHOWN_SCAN",
+    "REORDER_MARGIN",
+    "EntriesIndex",
+    "SampleIndex",
+    "TableIndex",
+    "VideoPlan",
+    "closure",
+    "merge_spans",
+    "plan_audio",
+    "plan_closure",
+    "plan_video",
+    "window",
+]

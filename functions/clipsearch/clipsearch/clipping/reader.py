@@ -43,7 +43,6 @@ class SparseFile(io.RawIOBase):
         self._data: list[bytes] = []
         self._pos = 0
         self.readahead = readahead
-        self.demand_fetches = 0  # reads the plan did not foresee
         self.blanked_until = 0  # end of the furthest byte answered with zeros
         self._blanks: tuple[tuple[int, int], ...] = ()
         # Bounds for hostile or runaway reads, set by the cutter per open and per cut: a
@@ -254,7 +253,6 @@ class SparseFile(io.RawIOBase):
             self._pos += len(blank)
             return blank
         if i is None:
-            self.demand_fetches += 1
             want = min(self.size, self._pos + max(size, self.readahead))
             gap_end = self.gaps(self._pos, want)[0][1]
             self.ensure(self._pos, gap_end)  # up to the next region
