@@ -26,6 +26,7 @@ from clipsearch.clipping import (
     FileRangeSource,
     IndexCache,
     SourceIndex,
+    tune_process,
 )
 from tests.fuzz.seeds import make_seeds
 
@@ -58,6 +59,7 @@ def _mutate(blob: bytes, rng: random.Random) -> tuple[bytes, str]:
 
 @pytest.mark.timeout(600)
 def test_mutated_sidecars_load_cleanly_or_are_refused(tmp_path: Path) -> None:
+    tune_process()  # as the function's composition root does
     (tmp_path / "seeds").mkdir()
     seeds = make_seeds(tmp_path / "seeds")
     rng = random.Random(SEED)

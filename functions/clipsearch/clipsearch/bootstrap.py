@@ -15,7 +15,7 @@ from clipsearch import logs
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
 from clipsearch.adapters.pubsub import BackgroundPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
-from clipsearch.clipping import ENGINE_MODULES, IndexCache
+from clipsearch.clipping import ENGINE_MODULES, IndexCache, tune_process
 from clipsearch.copies import SourceCopies
 from clipsearch.core.naming import record_prefix
 from clipsearch.fetch import ClipFetcher, CopyFetcher, ReferenceFetcher
@@ -61,6 +61,7 @@ def build_service(
     project = project_of(settings.results_topic)
     # Needed only once the search has answered: they load while the first event gets there.
     if settings.fetch_mode is FetchMode.CLIP:
+        tune_process()
         load_in_background(ENGINE_MODULES)
     if publisher is None:
         publisher = BackgroundPublisher()

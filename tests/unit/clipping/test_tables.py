@@ -175,7 +175,7 @@ def test_cached_tables_that_fail_to_open_fall_back_to_the_whole_moov(
         assert clips.cut(10.0, 12.0, tmp_path / "a.mp4").index_path == "tables"
 
     def broken(self: Movie, windows: object) -> bytes:
-        raise ValueError("a demuxer that rejects the synthetic moov")
+        raise Unsupported("a synthetic moov the tables cannot build")
 
     monkeypatch.setattr(Movie, "synthesize", broken)
     with ClipSource(FileRangeSource(path, cache_key="k"), index_cache=cache) as clips:

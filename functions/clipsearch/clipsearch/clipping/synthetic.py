@@ -50,12 +50,11 @@ def synthetic_file(
     """The source as the demuxer should see it: its moov renamed `free`, and after its end a
     synthetic moov of the windows' samples; with the video's ctts in that moov.
 
-    Tables the synthetic moov cannot be written from (`Unsupported`, or a ValueError from
-    the arrays of a damaged sidecar) cannot serve a cut.
+    Tables the synthetic moov cannot be written from (`Unsupported`) cannot serve a cut.
     """
     try:
         synthetic = movie.synthesize(windows)
-    except (Unsupported, ValueError) as error:
+    except Unsupported as error:
         raise TablesCannotServe(f"no synthetic moov: {error}") from error
     header = struct.pack(">I4s", moov.size, b"free")
     regions = tuple(sorted([*spans, (moov.offset, header)]))
