@@ -24,12 +24,12 @@ from clipsearch.clipping import (
 )
 from clipsearch.clipping import plan as plans
 from clipsearch.clipping.errors import TablesCannotServe
+from clipsearch.clipping.movie import parse_movie
 from clipsearch.clipping.plan import CutPlan, plan
 from clipsearch.clipping.planner import TableIndex
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.streams import take_streams
 from clipsearch.clipping.synthetic import calibrate
-from clipsearch.clipping.tables import parse_movie
 from clipsearch_dev.media import make_video, read_frame_code
 from tests.unit.clipping.helpers import audio_end, audio_packets, check_clip, decode_all, remux
 

@@ -16,7 +16,15 @@ from pathlib import Path
 import av
 import pytest
 
-from clipsearch.clipping import ClipInfo, ClipSource, FileRangeSource, IndexCache, boxes, closing
+from clipsearch.clipping import (
+    ClipInfo,
+    ClipSource,
+    FileRangeSource,
+    IndexCache,
+    boxes,
+    closing,
+    codecs,
+)
 from clipsearch.clipping.reader import SparseFile
 
 # Hits ending 0.35 s before a keyframe (2 s GOPs), where the last frame was lost, and others.
@@ -88,7 +96,7 @@ def test_composition_offsets_come_from_the_moov(vfr_source: Path) -> None:
         for b in boxes.walk(SparseFile(FileRangeSource(vfr_source)), max_index_bytes=1 << 24).boxes
         if b.kind == "moov"
     )
-    table = boxes.video_composition_offsets(moov)
+    table = codecs.video_composition_offsets(moov)
     assert table is not None
     with av.open(str(vfr_source)) as container:
         v = container.streams.video[0]

@@ -13,44 +13,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from clipsearch.clipping.boxiter import TruncatedHeader, decode_header, leading_boxes
-from clipsearch.clipping.codecs import (
-    random_access_nal,
-    video_composition_offsets,
-    video_sample_entry,
-    video_track_id,
-    vpcc_pixel_format,
-)
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.fragindex import (
-    first_sample,
-    first_sample_times,
-    has_fragments,
     mfra_is_sound,
     parse_sidx,
-    parse_tfra,
-    separate_moofs,
 )
 from clipsearch.clipping.index import Box
 from clipsearch.clipping.reader import SparseFile
-from clipsearch.clipping.samples import CompositionOffsets, LastSample, last_samples
-
-__all__ = [  # the engine's names for the parts that live in codecs, fragindex and samples
-    "CompositionOffsets",
-    "LastSample",
-    "first_sample",
-    "first_sample_times",
-    "has_fragments",
-    "last_samples",
-    "mfra_is_sound",
-    "parse_sidx",
-    "parse_tfra",
-    "random_access_nal",
-    "separate_moofs",
-    "video_composition_offsets",
-    "video_sample_entry",
-    "video_track_id",
-    "vpcc_pixel_format",
-]
 
 HEAD_BYTES = 64 * 1024  # first read: ftyp, often the whole moov of a short faststart file
 NEXT_HEADER = 64  # after a leading moov: the next boxes' headers (often `free`, then mdat)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from clipsearch.clipping.boxes import CompositionOffsets
+from clipsearch.clipping.samples import CompositionOffsets
 
 REORDER_MARGIN = 8  # extra video samples planned past `end` (B-frame reordering)
 # Decode-order samples looked at past the clip for the next frame shown (B-frame reordering

@@ -29,7 +29,7 @@ from types import TracebackType
 
 import av
 
-from clipsearch.clipping.boxes import LastSample, check_chain
+from clipsearch.clipping.boxes import check_chain
 from clipsearch.clipping.checks import INDEX_BOXES
 from clipsearch.clipping.demux import Demux, Packets
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable, TablesCannotServe
@@ -38,6 +38,7 @@ from clipsearch.clipping.index import IndexCache
 from clipsearch.clipping.mux import Clip, Written, write
 from clipsearch.clipping.opening import Opened, OpenRequest, fetch, first_box, open_source
 from clipsearch.clipping.plan import EPS, CutPlan, FragmentIndex, TablesIndex, plan
+from clipsearch.clipping.samples import LastSample
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.verify import codec_name
 
@@ -72,7 +73,7 @@ class ClipInfo:
     dropped_tracks: tuple[str, ...] = ()
     timings_ms: dict[str, float] = field(default_factory=dict, compare=False)
     # How the demuxer saw the source: "tables" (a synthetic index of the clip's samples, the
-    # usual way), "moov" (the whole moov, for the layouts tables.py does not reproduce), or
+    # usual way), "moov" (the whole moov, for the layouts the tables do not reproduce), or
     # "tables+moov" (the tables could not serve the cut: cut again the whole way).
     index_path: str = "moov"
 

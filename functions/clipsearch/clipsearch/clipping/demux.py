@@ -16,11 +16,12 @@ from typing import Any
 
 import av
 
-from clipsearch.clipping.boxes import CompositionOffsets, random_access_nal
 from clipsearch.clipping.checks import check_continuous
 from clipsearch.clipping.closing import closing_dts, stops_here
+from clipsearch.clipping.codecs import random_access_nal
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable, TablesCannotServe
 from clipsearch.clipping.plan import AUDIO_MARGIN_S, EPS, SEEK_ATTEMPTS
+from clipsearch.clipping.samples import CompositionOffsets
 from clipsearch.clipping.streams import Streams
 from clipsearch.clipping.verify import codec_name
 

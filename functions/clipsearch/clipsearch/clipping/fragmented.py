@@ -18,9 +18,11 @@ from typing import Any
 import av
 
 from clipsearch.clipping import boxes
-from clipsearch.clipping.boxes import (
-    Layout,
-    check_chain,
+from clipsearch.clipping.boxes import Layout, check_chain
+from clipsearch.clipping.codecs import video_track_id
+from clipsearch.clipping.demux import Demux, Packets, fresh
+from clipsearch.clipping.errors import ClipReason, ClipUnavailable
+from clipsearch.clipping.fragindex import (
     first_sample,
     first_sample_times,
     has_fragments,
@@ -28,10 +30,7 @@ from clipsearch.clipping.boxes import (
     parse_sidx,
     parse_tfra,
     separate_moofs,
-    video_track_id,
 )
-from clipsearch.clipping.demux import Demux, Packets, fresh
-from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.fragments import (
     FragmentSample,
     TrackDefaults,

@@ -14,10 +14,10 @@ from typing import Any
 
 import av
 
-from clipsearch.clipping.boxes import LastSample
 from clipsearch.clipping.checks import check_audio_run, check_no_shared_bytes
 from clipsearch.clipping.demux import Packets, decodable
 from clipsearch.clipping.plan import EPS
+from clipsearch.clipping.samples import LastSample
 from clipsearch.clipping.streams import Streams
 from clipsearch.clipping.verify import codec_name, self_check
 

@@ -21,14 +21,15 @@ from clipsearch.clipping.demux import Demux
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable, TablesCannotServe
 from clipsearch.clipping.fragmented import Fragments, guard_fragments
 from clipsearch.clipping.index import Box, IndexCache, SourceIndex
+from clipsearch.clipping.movie import Movie, parse_movie
 from clipsearch.clipping.plan import CutPlan, FragmentIndex, MoovIndex, Span, TablesIndex
 from clipsearch.clipping.planner import merge_spans
 from clipsearch.clipping.process import release_free_memory
 from clipsearch.clipping.reader import SparseFile
+from clipsearch.clipping.samples import Unsupported
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.streams import Streams, take_streams
 from clipsearch.clipping.synthetic import calibrate, outside_moov, synthetic_file, window_bounds
-from clipsearch.clipping.tables import Movie, Unsupported, parse_movie
 
 OPEN_SLACK_BYTES = 12 * 1024 * 1024  # what an open may fetch beyond its index cap
 MERGE_GAP_MIN = 64 * 1024  # spans closer than this (or MERGE_GAP_SHARE of the clip) share

@@ -15,17 +15,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
-from clipsearch.clipping.boxes import (
-    CompositionOffsets,
-    LastSample,
-    last_samples,
-    video_composition_offsets,
-)
 from clipsearch.clipping.closing import NEXT_SHOWN_SCAN
+from clipsearch.clipping.codecs import video_composition_offsets
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable, TablesCannotServe
+from clipsearch.clipping.movie import Movie
 from clipsearch.clipping.planner import EntriesIndex, TableIndex, plan_audio, plan_video, window
+from clipsearch.clipping.samples import CompositionOffsets, LastSample, last_samples
 from clipsearch.clipping.streams import Streams
-from clipsearch.clipping.tables import Movie
 
 AUDIO_MARGIN_S = 0.5
 # Indexed (moov) files seek each stream on its own: the audio restarts at its sample at or
@@ -51,7 +47,7 @@ Window = tuple[int, int]
 
 
 class TfraPoint(Protocol):
-    """A random-access point of the mfra (`boxes.parse_tfra`): its time and moof's offset."""
+    """A random-access point of the mfra (`fragindex.parse_tfra`): its time and moof's offset."""
 
     @property
     def time(self) -> int: ...
@@ -61,7 +57,7 @@ class TfraPoint(Protocol):
 
 
 class SidxReference(Protocol):
-    """A sidx reference (`boxes.parse_sidx`): its start time and byte offset."""
+    """A sidx reference (`fragindex.parse_sidx`): its start time and byte offset."""
 
     @property
     def time(self) -> int: ...

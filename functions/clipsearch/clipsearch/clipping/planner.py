@@ -1,7 +1,7 @@
 """Which samples a clip needs, and where their bytes are: pure functions over a sample index.
 
 The index is either FFmpeg's (the demuxer's entries, when it parsed the whole moov) or ours
-(`tables.Track` and the demuxer's time shift for that track): both answer the same
+(`movie.Track` and the demuxer's time shift for that track): both answer the same
 questions, so a clip is planned the same way whichever one holds the source.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any, Protocol
 
-from clipsearch.clipping.closing import NEXT_SHOWN_SCAN, REORDER_MARGIN, closure, stops_here
+from clipsearch.clipping.closing import REORDER_MARGIN, closure, stops_here
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
-from clipsearch.clipping.tables import Track
+from clipsearch.clipping.movie import Track
 
 MAX_CLIP_SAMPLES = 200_000  # per track and clip: 600 s of 120 fps video plus audio, with room
 _EPS = 1e-6
@@ -271,13 +271,10 @@ def window(index: TableIndex, since: float, until: float, time_base: Fraction) -
 
 
 __all__ = [
-    "NEXT_SHOWN_SCAN",
-    "REORDER_MARGIN",
     "EntriesIndex",
     "SampleIndex",
     "TableIndex",
     "VideoPlan",
-    "closure",
     "merge_spans",
     "plan_audio",
     "plan_closure",

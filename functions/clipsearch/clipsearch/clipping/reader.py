@@ -34,7 +34,7 @@ class SparseFile(io.RawIOBase):
         super().__init__()
         self._source = source
         self._size = size
-        # Bytes served after the source's end (a synthetic moov, see tables.py): the file
+        # Bytes served after the source's end (a synthetic moov, see moov.py): the file
         # the demuxer sees is the source followed by them; fetches still check the source.
         if tail and size is None:
             raise ValueError("a tail needs the source's size")

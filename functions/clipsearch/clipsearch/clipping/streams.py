@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from clipsearch.clipping.boxes import video_sample_entry, vpcc_pixel_format
+from clipsearch.clipping.codecs import video_sample_entry, vpcc_pixel_format
 from clipsearch.clipping.errors import ClipReason, ClipUnavailable
 from clipsearch.clipping.verify import codec_name
 

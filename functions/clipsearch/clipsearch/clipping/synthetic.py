@@ -1,7 +1,7 @@
 """The tables way: the demuxer reads a synthetic moov of the clip's samples, not the source's.
 
 The source's moov is renamed `free` and a moov holding the windows' samples (which keep their
-offsets) is served after the source's end (`tables.Movie.synthesize`). `calibrate` reads
+offsets) is served after the source's end (`movie.Movie.synthesize`). `calibrate` reads
 each track's shift from stored to demuxer decode times off the samples both share.
 """
 
@@ -11,15 +11,17 @@ import struct
 from collections.abc import Sequence
 from typing import Any
 
-from clipsearch.clipping.boxes import CompositionOffsets, video_composition_offsets
+from clipsearch.clipping.codecs import video_composition_offsets
 from clipsearch.clipping.demux import Bounds
 from clipsearch.clipping.errors import TablesCannotServe
 from clipsearch.clipping.index import Box
+from clipsearch.clipping.moov import HEAD_SAMPLES
+from clipsearch.clipping.movie import Movie
 from clipsearch.clipping.plan import TablesIndex, Window, track_of
 from clipsearch.clipping.reader import SparseFile
+from clipsearch.clipping.samples import CompositionOffsets, Unsupported
 from clipsearch.clipping.sources import RangeSource
 from clipsearch.clipping.streams import Streams
-from clipsearch.clipping.tables import HEAD_SAMPLES, Movie, Unsupported
 
 Regions = tuple[tuple[int, bytes], ...]
 
