@@ -195,6 +195,23 @@ def test_stsc_runs_out_of_order_are_refused_before_anything_is_expanded() -> Non
         chunk_map(box, (0, len(body)), 4, 5)
 
 
+@pytest.mark.parametrize(
+    ("runs", "chunks"),
+    [
+        ([(1, 0xFFFFFFFF, 1)], 0xFFFFFFF0),  # few runs: 2^64 samples in one run
+        ([(1, 0xFFFFFFFF, 1), (2, 0xFFFFFFFF, 1), (3, 1, 1), (4, 1, 1)], 4),  # many: over 2^32
+    ],
+)
+def test_stsc_runs_placing_more_samples_than_an_array_holds_are_unsupported(
+    runs: list[tuple[int, int, int]], chunks: int
+) -> None:
+    """Found by the 25,000-case fuzz run: the sums overflowed the chunk map's arrays
+    (OverflowError, an engine error) instead of sending the source the whole-moov way."""
+    body = struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">III", *r) for r in runs)
+    with pytest.raises(Unsupported, match="more samples"):
+        chunk_map(memoryview(body), (0, len(body)), chunks, 5)
+
+
 def test_a_skeleton_and_tables_that_disagree_are_refused(sources: dict[str, Path]) -> None:
     """Found by the fuzz: a sample table outside moov > trak > mdia > minf made the rebuild
     run out of tables (StopIteration escaped as an engine error)."""

@@ -208,6 +208,21 @@ def chunk_map(
     lengths = array.array("q", map(operator.sub, ends, first))
     if min(lengths) <= 0:  # runs in order: they then add up to exactly `chunks` chunks
         raise Unsupported("stsc runs out of order")
+    try:
+        return _chunk_map(first, per_chunk, described, lengths, chunks, samples)
+    except OverflowError:  # runs whose sample counts no array here can hold: not a real file
+        raise Unsupported(f"stsc places more samples than stsz's {samples}") from None
+
+
+def _chunk_map(
+    first: array.array[int],
+    per_chunk: array.array[int],
+    described: array.array[int],
+    lengths: array.array[int],
+    chunks: int,
+    samples: int,
+) -> dict[str, array.array[int]]:
+    count = len(first)
     changes = value_changes(described)
     out = {
         "described_from": array.array("I", (first[i] - 1 for i, _ in changes)),
