@@ -4,6 +4,7 @@ range source."""
 from __future__ import annotations
 
 import json
+import struct
 import threading
 from typing import Any
 
@@ -18,8 +19,9 @@ from clipsearch.clipping import (
     IndexCache,
     SourceIndex,
 )
-from clipsearch.clipping.boxiter import BadBox, box, boxes_in, find_path, leading_boxes
+from clipsearch.clipping.boxiter import BadBox, box, boxes_in, find_path, full_box, leading_boxes
 from clipsearch.clipping.codecs import video_composition_offsets
+from clipsearch.clipping.fragindex import mfra_is_sound
 from clipsearch.clipping.index import Box
 from clipsearch.clipping.reader import SparseFile
 
@@ -296,3 +298,26 @@ def test_file_range_source_counts(tmp_path):
         10,
         None,
     )
+
+
+def _tfra(entries: int, room: int) -> bytes:
+    """A version-0 tfra of track 1 declaring `entries` 8+3-byte entries, with `room` entries."""
+    return full_box("tfra", 0, 0, struct.pack(">III", 1, 0, entries), b"\0" * (11 * room))
+
+
+@pytest.mark.parametrize(
+    ("mfra", "sound"),
+    [
+        (box("mfra", _tfra(2, 2), full_box("mfro", 0, 0, b"\0" * 4)), True),
+        (box("mfra", _tfra(3, 2)), False),  # entries past the tfra's end
+        (box("mfra"), False),  # no child at all
+        (box("mfra", b"\0\0\0\0tfra" + b"\0" * 16), False),  # a size of 0 (to the end)
+        (box("mfra", struct.pack(">I4sQ", 1, b"free", 16)), False),  # a 64-bit size
+        (box("mfra", _tfra(1, 1)[:-3]), False),  # a child cut short
+        (box("moof", _tfra(1, 1)), False),  # not an mfra
+    ],
+)
+def test_an_mfra_is_sound_only_when_every_child_is_whole_with_a_32_bit_size(
+    mfra: bytes, sound: bool
+) -> None:
+    assert mfra_is_sound(mfra) is sound

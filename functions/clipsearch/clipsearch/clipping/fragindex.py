@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-from clipsearch.clipping.boxiter import find_path, leading_boxes
+from clipsearch.clipping.boxiter import BadBox, boxes_in, find_path, leading_boxes
 
 
 @dataclass(frozen=True)
@@ -45,17 +45,16 @@ def mfra_is_sound(mfra: bytes) -> bool:
     boxes = leading_boxes(mfra, 0, len(mfra))
     if len(boxes) != 1 or boxes[0].kind != "mfra" or boxes[0].end != len(mfra):
         return False
-    pos, end, seen = boxes[0].body, boxes[0].end, 0
-    while pos < end:
-        if pos + 8 > end:
+    try:
+        children = boxes_in(mfra, boxes[0].body, boxes[0].end)
+    except BadBox:
+        return False
+    for child in children:
+        if struct.unpack_from(">I", mfra, child.start)[0] != child.end - child.start:
+            return False  # a size of 0 (to the end) or 1 (64-bit) is refused too
+        if child.kind == "tfra" and not _tfra_fits(mfra, child.body, child.end):
             return False
-        length, kind = struct.unpack_from(">I4s", mfra, pos)
-        if length < 8 or pos + length > end:  # 0 (to the end) and 1 (64-bit) are refused too
-            return False
-        if kind == b"tfra" and not _tfra_fits(mfra, pos + 8, pos + length):
-            return False
-        pos, seen = pos + length, seen + 1
-    return seen > 0
+    return bool(children)
 
 
 def _tfra_fits(mfra: bytes, body: int, end: int) -> bool:
