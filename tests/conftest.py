@@ -7,6 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from clipsearch.clipping import tune_process
+
 
 @pytest.fixture(autouse=True)
 def _isolated_environment() -> Iterator[None]:
@@ -14,3 +16,10 @@ def _isolated_environment() -> Iterator[None]:
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tuned_process() -> None:
+    """Every tier runs the engine in a process tuned as the composition root tunes the
+    function's (`tune_process`: FFmpeg's allocation cap)."""
+    tune_process()

@@ -4,14 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from clipsearch.clipping import tune_process
 from tests.unit.clipping.helpers import Frame, decode_all, make_source
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _tuned_process() -> None:
-    """The engine runs in a process its composition root has tuned (`tune_process`)."""
-    tune_process()
 
 
 @pytest.fixture(scope="session")

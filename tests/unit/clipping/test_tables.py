@@ -212,6 +212,25 @@ def test_stsc_runs_placing_more_samples_than_an_array_holds_are_unsupported(
         chunk_map(memoryview(body), (0, len(body)), chunks, 5)
 
 
+def test_a_moov_box_too_short_for_its_fields_is_cut_the_whole_moov_way(
+    sources: dict[str, Path], tmp_path: Path
+) -> None:
+    """Found in review: an mvhd of 4 body bytes at the end of the moov made the tables'
+    fixed-offset read fail as an engine error; FFmpeg's own parse cuts such a file."""
+    data, moov = _moov(sources["moov_at_end"])
+    assert data.endswith(moov)  # the moov is the file's last box: it can grow in place
+    short_mvhd = struct.pack(">I4sI", 12, b"mvhd", 0)
+    grown = struct.pack(">I", len(moov) + 12) + moov[4:] + short_mvhd
+    with pytest.raises(Unsupported, match="cannot hold"):
+        parse_movie(grown, len(data) + 12)
+    path = tmp_path / "short_mvhd.mp4"
+    path.write_bytes(data[: len(data) - len(moov)] + grown)
+    with ClipSource(FileRangeSource(path)) as clips:
+        info = clips.cut(2.0, 4.0, tmp_path / "clip.mp4")
+    assert info.index_path == "moov"
+    assert info.start <= 2.0 < 4.0 <= info.end + 0.05  # snapped to the keyframe before
+
+
 def test_a_skeleton_and_tables_that_disagree_are_refused(sources: dict[str, Path]) -> None:
     """Found by the fuzz: a sample table outside moov > trak > mdia > minf made the rebuild
     run out of tables (StopIteration escaped as an engine error)."""

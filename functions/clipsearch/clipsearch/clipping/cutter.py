@@ -36,7 +36,7 @@ from clipsearch.clipping.errors import ClipReason, ClipUnavailable, TablesCannot
 from clipsearch.clipping.fragmented import fragment_audio, keyframe_seek
 from clipsearch.clipping.index import IndexCache
 from clipsearch.clipping.mux import Clip, Written, write
-from clipsearch.clipping.opening import Opened, OpenRequest, fetch, first_box, open_source
+from clipsearch.clipping.opening import Opened, OpenRequest, fetch, open_source
 from clipsearch.clipping.plan import EPS, CutPlan, FragmentIndex, TablesIndex, plan
 from clipsearch.clipping.samples import LastSample
 from clipsearch.clipping.sources import RangeSource
@@ -272,7 +272,7 @@ class ClipSource:
             t_fetch = time.perf_counter()
             got = demux.collect(seek_ts, start, end, request.max_preroll_s, cut_plan.last_dts)
             if opened.fragmented and got.audio:
-                fragment_audio(opened.fragments, demux, first_box(opened.layout, "moov"), got)
+                fragment_audio(opened.fragments, demux, opened.layout.first("moov"), got)
             written = self._write(demux, got, request)
         except av.FFmpegError as error:
             if not isinstance(opened.index, TablesIndex):
@@ -306,9 +306,9 @@ class ClipSource:
         """A clip reaching into what the open's probe saw as blanks gets a fresh demuxer.
 
         FFmpeg's I/O buffer may keep what it last read and serve a seek inside it from there.
-        We could not make it serve those blanks to a cut (tests/unit/clipping), but nothing
-        promises it never will, and the price of being sure is small: only clips at the very
-        start of a file pay it (a re-parse of the index, no extra request).
+        The tests (tests/unit/clipping) see no cut served those blanks, but nothing promises
+        FFmpeg never will, and being sure is cheap: only clips at the very start of a file
+        pay it (a re-parse of the index, no extra request).
         """
         f = self._opened.file
         if not spans or min(a for a, _ in spans) >= f.blanked_until:

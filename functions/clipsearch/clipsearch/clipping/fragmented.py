@@ -63,10 +63,6 @@ class Fragments:
             check_chain(self.file, max(known), end, self.checked)
 
 
-def _first(layout: Layout, kind: str) -> Box | None:
-    return next((b for b in layout.boxes if b.kind == kind), None)
-
-
 def guard_fragments(fragments: Fragments, layout: Layout) -> FragmentIndex | None:
     """Check the mfra before FFmpeg trusts it, and every moof it will parse; the fragment
     index of a fragmented source (None for an indexed one).
@@ -76,15 +72,15 @@ def guard_fragments(fragments: Fragments, layout: Layout) -> FragmentIndex | Non
     mdat on: each moof it reaches is checked the same way.
     """
     f = fragments.file
-    moov = _first(layout, "moov")
+    moov = layout.first("moov")
     if layout.kind != "fragmented":
-        mdat = _first(layout, "mdat")
+        mdat = layout.first("mdat")
         if moov and mdat and has_fragments(f.peek(moov.offset, moov.size)):
             fragments.checked.add(mdat.offset)  # an anchor for the chain
             check_chain(f, mdat.offset, f.size, fragments.checked)
             f.on_demand = fragments.check_read
         return None
-    mfra = _first(layout, "mfra")
+    mfra = layout.first("mfra")
     if mfra is not None and not mfra_is_sound(f.peek(mfra.offset, mfra.size)):
         raise ClipUnavailable(ClipReason.MALFORMED_SOURCE, "mfra fails its bounds check")
     moof = next(b for b in layout.boxes if b.kind == "moof")
@@ -104,7 +100,7 @@ def guard_fragments(fragments: Fragments, layout: Layout) -> FragmentIndex | Non
             )
         f.ensure(0, f.size)
         times = ""
-    sidx = _first(layout, "sidx")
+    sidx = layout.first("sidx")
     timescale, subsegments = (
         parse_sidx(f.peek(sidx.offset, sidx.size), sidx.offset) if sidx else (0, [])
     )

@@ -189,9 +189,18 @@ class Movie:
 def parse_movie(data: bytes | memoryview, file_size: int) -> Movie:
     """Compact tables for a whole `moov` box; Unsupported when we cannot reproduce it exactly.
 
-    Reads through a memoryview: a 10 h source's moov is 48 MB, not to be copied.
+    Reads through a memoryview: a 10 h source's moov is 48 MB, not to be copied. The readers
+    take fields at fixed offsets and build typed arrays: a box too short for its fields, or
+    values no array holds, end in the errors Python reports for them, and such a moov is one
+    the tables cannot reproduce (FFmpeg's own parse, behind `boxes.check_box`, then decides).
     """
-    moov = memoryview(data)
+    try:
+        return _parse_movie(memoryview(data), file_size)
+    except (struct.error, IndexError, ValueError, ArithmeticError) as error:
+        raise Unsupported(f"a table the tables cannot hold ({type(error).__name__})") from None
+
+
+def _parse_movie(moov: memoryview, file_size: int) -> Movie:
     top = children(moov, 0, len(moov))
     if len(top) != 1 or top[0][0] != "moov":
         raise Unsupported("not one whole moov box")

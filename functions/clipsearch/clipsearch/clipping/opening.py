@@ -174,7 +174,7 @@ def sample_entries(f: SparseFile, layout: Layout, movie: Movie | None) -> bytes 
     """Bytes holding the video's sample description: the tables' skeleton, else the moov."""
     if movie is not None:
         return movie.skeleton
-    moov = first_box(layout, "moov")
+    moov = layout.first("moov")
     return None if moov is None else f.peek(moov.offset, moov.size)
 
 
@@ -302,12 +302,8 @@ def _open(request: OpenRequest, use_tables: bool) -> Opened:
     )
 
 
-def first_box(layout: Layout, kind: str) -> Box | None:
-    return next((b for b in layout.boxes if b.kind == kind), None)
-
-
 def index_moov(layout: Layout) -> Box:
-    moov = first_box(layout, "moov")
+    moov = layout.first("moov")
     if moov is None:
         raise ClipUnavailable(ClipReason.UNSUPPORTED_CONTAINER, "no moov box")
     return moov
@@ -317,7 +313,7 @@ def moov_index(f: SparseFile, layout: Layout) -> MoovIndex:
     """What the cut reads off a moov the demuxer parses whole: from `f`, which holds it."""
 
     def moov() -> bytes | None:
-        box = first_box(layout, "moov")
+        box = layout.first("moov")
         if box is None or f.gaps(box.offset, box.end):
             return None
         return f.peek(box.offset, box.size)
@@ -348,7 +344,7 @@ def _tables(f: SparseFile, layout: Layout) -> Movie | None:
     is cut the whole way. The first sight of a source pays this parse once."""
     if layout.kind == "fragmented" or f.on_demand is not None:
         return None
-    moov = first_box(layout, "moov")
+    moov = layout.first("moov")
     if moov is None or f.gaps(moov.offset, moov.end):
         return None
     for box in layout.boxes:  # a box "to the end of the file" would swallow the tail
