@@ -10,7 +10,11 @@ Without `--follow` it stops once the subscriptions are drained.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
+import threading
+from collections.abc import Iterator
 from typing import Any
 
 from clipsearch.contract import from_avro_json
@@ -54,6 +58,34 @@ def decode(pulled: Pulled) -> dict[str, Any]:
     return body
 
 
+@contextlib.contextmanager
+def interrupt_between_pulls() -> Iterator[threading.Event]:
+    """Ctrl-C sets the event the pull loop checks, instead of raising inside a pull.
+
+    A KeyboardInterrupt raised while gRPC waits on its completion queue can leave the
+    process unable to exit; with the event, the pull in flight ends within `--poll` seconds,
+    what it brought is printed and acknowledged, and the command exits 130. A second Ctrl-C
+    raises at once. Off the main thread (no signal handlers there) nothing changes.
+    """
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_interrupt(signum: int, frame: Any) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if stop.is_set():
+        raise KeyboardInterrupt
+
+
 def run(args: argparse.Namespace, ctx: Context) -> int:
     subscriptions = args.subscription or [
         s for s in (ctx.settings.results_subscription, ctx.settings.errors_subscription) if s
@@ -64,41 +96,57 @@ def run(args: argparse.Namespace, ctx: Context) -> int:
         )
     if args.max is not None and args.max < 1:
         raise UsageError("--max must be at least 1")
-    subscriber = ctx.subscriber
-    printed = 0
-    failed = False
-    header_shown = False
-    while True:
-        got_any = False
-        for subscription in subscriptions:
-            want = 100 if args.max is None else min(100, args.max - printed)
-            if want <= 0:
+    reader = _Reader(args, ctx)
+    with interrupt_between_pulls() as stop:
+        while not stop.is_set():
+            got_any = False
+            for subscription in subscriptions:
+                want = 100 if args.max is None else min(100, args.max - reader.printed)
+                if want <= 0:
+                    break
+                got_any = reader.pull(subscription, want) or got_any
+            if args.max is not None and reader.printed >= args.max:
                 break
-            batch = subscriber.pull(subscription, want, args.poll)
-            got_any = got_any or bool(batch)
-            handled: list[str] = []
-            for pulled in batch:
-                try:
-                    outcome = decode(pulled)
-                except ValueError as error:
-                    ctx.warn(f"skipping message {pulled.message_id} on {subscription}: {error}")
-                    subscriber.nack(subscription, [pulled.ack_id])
-                    continue
-                failed = failed or outcome["status"] != "success"
-                if args.json:
-                    json_line(outcome, ctx.stdout)
-                else:
-                    table(clip_rows(outcome), CLIP_HEADER, ctx.stdout, show_header=not header_shown)
-                    header_shown = True
-                    ctx.stdout.flush()
-                handled.append(pulled.ack_id)
-                printed += 1
-            if args.peek:
-                subscriber.nack(subscription, handled)
-            else:
-                subscriber.ack(subscription, handled)
-        if args.max is not None and printed >= args.max:
-            break
-        if not got_any and not args.follow:
-            break
-    return 1 if failed else 0
+            if not got_any and not args.follow:
+                break
+    return 1 if reader.failed else 0
+
+
+class _Reader:
+    """Pulls, prints and acknowledges (or hands back, with --peek) one batch at a time."""
+
+    def __init__(self, args: argparse.Namespace, ctx: Context) -> None:
+        self.args, self.ctx = args, ctx
+        self.printed = 0
+        self.failed = False
+        self.header_shown = False
+
+    def pull(self, subscription: str, want: int) -> bool:
+        """One pull of up to `want` messages; whether any arrived."""
+        subscriber, ctx = self.ctx.subscriber, self.ctx
+        batch = subscriber.pull(subscription, want, self.args.poll)
+        handled: list[str] = []
+        for pulled in batch:
+            try:
+                outcome = decode(pulled)
+            except ValueError as error:
+                ctx.warn(f"skipping message {pulled.message_id} on {subscription}: {error}")
+                subscriber.nack(subscription, [pulled.ack_id])
+                continue
+            self.show(outcome)
+            handled.append(pulled.ack_id)
+        if self.args.peek:
+            subscriber.nack(subscription, handled)
+        else:
+            subscriber.ack(subscription, handled)
+        return bool(batch)
+
+    def show(self, outcome: dict[str, Any]) -> None:
+        self.failed = self.failed or outcome["status"] != "success"
+        self.printed += 1
+        if self.args.json:
+            json_line(outcome, self.ctx.stdout)
+            return
+        table(clip_rows(outcome), CLIP_HEADER, self.ctx.stdout, show_header=not self.header_shown)
+        self.header_shown = True
+        self.ctx.stdout.flush()

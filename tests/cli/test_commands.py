@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import signal
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from clipsearch.errors import Reason
 from clipsearch_cli.app import main
 from clipsearch_cli.backfill import MARKER
 from clipsearch_cli.config import apply_env_file, parse_env_file
+from clipsearch_cli.ports import Pulled
 from clipsearch_dev.media import make_video
 from tests.cli.fakes import (
     QUERIES,
@@ -344,6 +348,28 @@ def test_results_max_stops_early_and_follow_needs_a_subscription():
     none = run("results", env={"CLIPSEARCH_QUERY_BUCKET": "q"})
     assert none.code == 2
     assert "no subscription" in none.err
+
+
+class InterruptedDuringPull(FakeSubscriber):
+    """Ctrl-C arrives while the first pull waits (as a user presses it during a long poll)."""
+
+    def pull(self, subscription: str, max_messages: int, timeout_s: float) -> Sequence[Pulled]:
+        if self.pulls == 0:
+            os.kill(os.getpid(), signal.SIGINT)
+        return super().pull(subscription, max_messages, timeout_s)
+
+
+def test_ctrl_c_during_a_follow_ends_the_pull_in_flight_prints_and_acks_it_then_exits_130():
+    storage, subscriber = FakeStorage(), InterruptedDuringPull()
+    subscriber.add(RESULTS_SUB, messages.encode(to_avro_json(_published(storage, "a.jpg"))))
+    previous = signal.getsignal(signal.SIGINT)
+    ran = run("results", "--json", "--follow", "--subscription", RESULTS_SUB, subscriber=subscriber)
+    assert ran.code == 130
+    assert "interrupted" in ran.err
+    assert subscriber.pulls == 1  # the interrupted pull ends as it would have, none follows
+    assert len(ran.lines()) == 1
+    assert subscriber.acked == ["ack-0"]
+    assert signal.getsignal(signal.SIGINT) is previous  # Ctrl-C is the shell's again
 
 
 # -- backfill ------------------------------------------------------------------------------
