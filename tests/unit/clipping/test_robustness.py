@@ -111,6 +111,38 @@ def test_a_count_larger_than_its_box_is_refused_before_ffmpeg_reads_it(
     assert kind in error.message
 
 
+def _chunk_past_the_end(data: bytes, chunk: int) -> bytes:
+    """The video's chunk `chunk` (0-based) moved past the file's end (the first stco)."""
+    box = next(b for b in parse(data) if b.kind == "stco")
+    out = bytearray(data)
+    struct.pack_into(">I", out, box.body + 8 + 4 * chunk, len(data) + 1_000_000)
+    return bytes(out)
+
+
+def test_a_chunk_past_the_end_between_chunks_inside_the_file_is_refused(media, tmp_path):
+    """Found by the fuzz (seed 20261202, case 9440): FFmpeg read such a file's audio one way
+    from its start and another after a seek, and the oracle saw a clip of 31 audio packets
+    where the source, played from its start, has 5."""
+    path = make(media, "chunks-faststart.mp4", [*H264, "-movflags", "+faststart"])
+    patched = tmp_path / "patched.mp4"
+    patched.write_bytes(_chunk_past_the_end(path.read_bytes(), 2))
+    error = reason(patched, 1.0, 2.0, tmp_path / "o.mp4")
+    assert error.reason is ClipReason.MALFORMED_SOURCE
+    assert "stco: chunk 3 lies past the end" in error.message
+
+
+def test_a_file_cut_short_still_cuts_before_where_it_ends(media, tmp_path):
+    """Chunks past the end only at a track's end: a truncated upload, whose index is whole."""
+    path = make(media, "chunks-faststart.mp4", [*H264, "-movflags", "+faststart"])
+    data = path.read_bytes()
+    box = next(b for b in parse(data) if b.kind == "stco")
+    (count,) = struct.unpack_from(">I", data, box.body + 4)
+    patched = tmp_path / "patched.mp4"
+    patched.write_bytes(_chunk_past_the_end(data, count - 1))
+    info = cut_clip(FileRangeSource(patched), 1.0, 2.0, tmp_path / "o.mp4")
+    assert info.start <= 1.0 < 2.0 <= info.end + 0.05
+
+
 def test_a_sidx_per_fragment_file_is_refused_before_it_is_read(media, tmp_path, monkeypatch):
     """DASH-style files (a sidx per fragment, no mfra): FFmpeg reads every fragment to open
     them. Small ones are read in one request; past SMALL_FILE_BYTES they are refused unread."""
