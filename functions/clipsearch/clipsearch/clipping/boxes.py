@@ -8,9 +8,7 @@ else is refused up front rather than fed to the demuxer byte by byte.
 
 from __future__ import annotations
 
-import array
 import struct
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -230,26 +228,6 @@ def _check_counted(kind: str, data: bytes, body: int, end: int, file_size: int) 
     _count_fits(kind, count, _ENTRY_BYTES[kind], end - body - 8)
 
 
-def _check_chunk_offsets(kind: str, data: bytes, body: int, end: int, file_size: int) -> None:
-    """A chunk past the file's end may only be followed by chunks past it too.
-
-    A file cut short keeps its whole index, its missing chunks all at the end of each track.
-    One past the end between chunks inside the file is a damaged index that FFmpeg reads one
-    way from the start and another after a seek, so no clip of it is what a player shows.
-    """
-    _check_counted(kind, data, body, end, file_size)
-    (count,) = struct.unpack_from(">I", data, body + 4)
-    width = _ENTRY_BYTES[kind]
-    offsets = array.array("Q" if width == 8 else "I", data[body + 8 : body + 8 + count * width])
-    if sys.byteorder == "little":
-        offsets.byteswap()
-    if not offsets or max(offsets) < file_size:
-        return
-    first_out = next(i for i, offset in enumerate(offsets) if offset >= file_size)
-    if min(offsets[first_out:]) < file_size:
-        raise _malformed(f"{kind}: chunk {first_out + 1} lies past the end of the file")
-
-
 def _check_stsz(kind: str, data: bytes, body: int, end: int, file_size: int) -> None:
     _full(data, body, end, kind, 12)
     sample_size, count = struct.unpack_from(">II", data, body + 4)
@@ -331,8 +309,6 @@ def _check_trun(kind: str, data: bytes, body: int, end: int, file_size: int) -> 
 
 _CHECKS: dict[str, _Check] = {
     **dict.fromkeys(_ENTRY_BYTES, _check_counted),
-    "stco": _check_chunk_offsets,
-    "co64": _check_chunk_offsets,
     "stsz": _check_stsz,
     "stz2": _check_stz2,
     "elst": _check_elst,
