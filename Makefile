@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: venv bytecode demo dev test lint typecheck unit functional integration e2e bench bench-scaling bench-coldstart lock clean
+.PHONY: venv bytecode demo dev test lint typecheck unit functional integration e2e bench bench-scaling bench-coldstart bench-startup lock clean
 
 # Bytecode is compiled at install time, as the function's builder does when it deploys: these
 # machines set PYTHONDONTWRITEBYTECODE=1, so without it every process compiles every module.
@@ -51,6 +51,10 @@ bench: bytecode
 # Cold start of this tree beside BASELINE's (a commit), with and without bytecode.
 bench-coldstart: bytecode
 	$(BIN)/python -m bench.coldstart $(if $(BASELINE),--baseline $(BASELINE)) $(if $(RUNS),--runs $(RUNS))
+
+# Where a cold start's CPU goes, in one interpreter per run; BASELINES="REV REV" run beside.
+bench-startup: bytecode
+	$(BIN)/python -m bench.startup $(foreach rev,$(BASELINES),--baseline $(rev)) $(if $(RUNS),--runs $(RUNS))
 
 # Clip cost against source length (docs/scaling.md); LENGTHS=600,10800 picks lengths in seconds.
 bench-scaling: bytecode

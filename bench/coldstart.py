@@ -135,15 +135,11 @@ def stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def one_cold_start(
-    stack: LocalStack,
-    collector: OutcomeCollector,
-    variant: Variant,
-    env: dict[str, str],
-    video: Path,
-    name: str,
-    t: float,
-) -> dict[str, Any]:
+def new_query(
+    stack: LocalStack, video: Path, name: str, t: float
+) -> tuple[tuple[str, str, str], dict[str, str], bytes]:
+    """Upload a query image (the frame at `t` s) to the untriggered bucket; its outcome's key
+    and the finalize CloudEvent for it, in binary mode (headers, body)."""
     data = query_image_bytes(video, t)
     blob = stack.storage.bucket(UNTRIGGERED).blob(name)
     blob.metadata = {"video_no": VIDEO_NO, "prompt": "bench"}
@@ -156,7 +152,6 @@ def one_cold_start(
         "contentType": "image/jpeg",
         "metadata": blob.metadata,
     }
-    key = (UNTRIGGERED, name, resource["generation"])
     headers, body = to_binary(
         CloudEvent(
             {
@@ -167,6 +162,19 @@ def one_cold_start(
             resource,
         )
     )
+    return (UNTRIGGERED, name, resource["generation"]), dict(headers), body
+
+
+def one_cold_start(
+    stack: LocalStack,
+    collector: OutcomeCollector,
+    variant: Variant,
+    env: dict[str, str],
+    video: Path,
+    name: str,
+    t: float,
+) -> dict[str, Any]:
+    key, headers, body = new_query(stack, video, name, t)
     port = free_port()
     argv = [
         str(Path(sys.executable).parent / "functions-framework"),
@@ -210,6 +218,21 @@ def one_cold_start(
     }
 
 
+def function_env(
+    stack: LocalStack, variant: Variant, results_prefix: str, no_pycache: Path
+) -> dict[str, str]:
+    """The function's environment on the local stack: clip mode, events from the untriggered
+    bucket, results under a prefix of the run's own."""
+    base = {
+        **os.environ,
+        **stack.env,
+        "CLIPSEARCH_FETCH_MODE": "clip",
+        "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED,
+        "CLIPSEARCH_RESULTS_PREFIX": results_prefix,
+    }
+    return variant.env(base, no_pycache)
+
+
 def cold_start(
     stack: LocalStack, video: Path, runs: int, variants: list[Variant]
 ) -> list[dict[str, Any]]:
@@ -223,15 +246,8 @@ def cold_start(
         with tempfile.TemporaryDirectory() as no_pycache:
             for i in range(runs):
                 for v, variant in enumerate(variants):
-                    env = variant.env(
-                        {
-                            **os.environ,
-                            **stack.env,
-                            "CLIPSEARCH_FETCH_MODE": "clip",
-                            "CLIPSEARCH_QUERY_BUCKET": UNTRIGGERED,
-                            "CLIPSEARCH_RESULTS_PREFIX": f"bench-cold-{token}-{v}-{i}/",
-                        },
-                        Path(no_pycache),
+                    env = function_env(
+                        stack, variant, f"bench-cold-{token}-{v}-{i}/", Path(no_pycache)
                     )
                     row = one_cold_start(
                         stack,

@@ -5,7 +5,10 @@ from __future__ import annotations
 import functions_framework
 from cloudevents.http import CloudEvent
 
-from clipsearch.entrypoint import handle_cloud_event
+from clipsearch.startup import frozen_imports
+
+with frozen_imports():
+    from clipsearch.entrypoint import handle_cloud_event
 
 
 @functions_framework.cloud_event

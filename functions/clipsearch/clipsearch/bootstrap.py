@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
-import importlib
 import logging
 import os
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 from google.cloud import storage
 
 from clipsearch import logs
 from clipsearch.adapters.gcs import GcsImageReader, GcsRecordStore, GcsResultStore, GcsSources
-from clipsearch.adapters.pubsub import BackgroundPublisher
+from clipsearch.adapters.pubsub import LazyPublisher
 from clipsearch.adapters.search_api import HttpSearchApi, new_session
 from clipsearch.clipping import ENGINE_MODULES, IndexCache, tune_process
 from clipsearch.copies import SourceCopies
@@ -25,26 +23,11 @@ from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
+from clipsearch.warmup import WarmingSearchApi, Warmup, importer
 
 
 def project_of(topic: str) -> str:
     return topic.split("/")[1]
-
-
-def load_in_background(modules: Iterable[str]) -> threading.Thread:
-    """Import `modules` on a thread of their own, while the first event reads its image and
-    waits for its search. A use that comes first waits only for the rest of that import (the
-    module's import lock); an import that fails here fails again, with its own error, at the
-    use, where the event handles it."""
-
-    def load() -> None:
-        for name in modules:
-            with contextlib.suppress(Exception):  # raised again where the module is used
-                importlib.import_module(name)
-
-    thread = threading.Thread(target=load, name="engine-load", daemon=True)
-    thread.start()
-    return thread
 
 
 def build_service(
@@ -59,12 +42,14 @@ def build_service(
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
     project = project_of(settings.results_topic)
-    # Needed only once the search has answered: they load while the first event gets there.
+    # Needed only once the search has answered: prepared while the first search is in flight.
+    warmup_steps: list[Callable[[], None]] = []
     if settings.fetch_mode is FetchMode.CLIP:
         tune_process()
-        load_in_background(ENGINE_MODULES)
+        warmup_steps.append(importer(ENGINE_MODULES))
     if publisher is None:
-        publisher = BackgroundPublisher()
+        publisher = lazy = LazyPublisher()
+        warmup_steps.append(lazy.prepare)
     storage_client = storage_client or storage.Client(project=project)
     vendor: HttpSearchApi | None = None
     if api is None:
@@ -83,7 +68,7 @@ def build_service(
     return ClipSearchService(
         settings,
         images=GcsImageReader(storage_client),
-        api=api,
+        api=WarmingSearchApi(api, Warmup(warmup_steps)) if warmup_steps else api,
         fetcher=fetcher,
         results=results,
         publisher=publisher,

@@ -60,42 +60,52 @@ def new_pubsub_publisher() -> PubSubPublisher:
     return PubSubPublisher(pubsub_v1.PublisherClient())
 
 
-class BackgroundPublisher:
-    """A publisher built on a thread of its own, so the first event's reads and search run
-    while the client library loads; the first publish waits for it.
+class LazyPublisher:
+    """The Pub/Sub publisher, built once: by `prepare()` (the first event's warm-up, while its
+    search is in flight) or else by the first publish, which waits for a build under way.
 
-    A build that failed raises its own exception at the publish that waits for it, and the
-    next publish builds again, as a service whose constructor failed is built again by the
-    next event.
+    A build that failed raises its own exception at the publish that meets it, and the next
+    publish builds again, as a service whose constructor failed is built again by the next
+    event.
     """
 
     def __init__(self, build: Callable[[], Publisher] = new_pubsub_publisher) -> None:
         self._build = build
         self._lock = threading.Lock()
-        self._ready = self._start()
+        self._ready: Future[Publisher] | None = None
 
-    def _start(self) -> Future[Publisher]:
-        ready: Future[Publisher] = Future()
+    def prepare(self) -> None:
+        """Build now, on this thread, unless a build was started; a failure waits for the
+        publish."""
+        ready, mine = self._claim()
+        if mine:
+            self._run(ready)
 
-        def build() -> None:
-            try:
-                ready.set_result(self._build())
-            except BaseException as error:  # handed to the publish that waits for it
-                ready.set_exception(error)
+    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
+        return self._publisher().publish(topic, data, attributes)
 
-        threading.Thread(target=build, name="publisher-build", daemon=True).start()
-        return ready
+    def _claim(self) -> tuple[Future[Publisher], bool]:
+        """The build to wait for, and whether the caller must run it."""
+        with self._lock:
+            if self._ready is None:
+                self._ready = Future()
+                return self._ready, True
+            return self._ready, False
+
+    def _run(self, ready: Future[Publisher]) -> None:
+        try:
+            ready.set_result(self._build())
+        except BaseException as error:  # handed to the publish that meets it
+            ready.set_exception(error)
 
     def _publisher(self) -> Publisher:
-        with self._lock:
-            ready = self._ready
+        ready, mine = self._claim()
+        if mine:
+            self._run(ready)
         try:
             return ready.result()
         except BaseException:
             with self._lock:
                 if self._ready is ready:
-                    self._ready = self._start()
+                    self._ready = None
             raise
-
-    def publish(self, topic: str, data: bytes, attributes: dict[str, str]) -> str:
-        return self._publisher().publish(topic, data, attributes)
