@@ -1,16 +1,24 @@
-"""The first search starts the warm-up as it leaves and returns only once the warm-up is done,
-so the warm-up overlaps the search's network wait and nothing else."""
+"""The first search starts the warm-up as it leaves; the first fetch, after the search's
+answer is stored, waits for it. So the warm-up overlaps the search's network wait and does
+not run beside the cut."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import threading
 import time
 from contextlib import nullcontext
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from clipsearch.warmup import WarmingSearchApi, Warmup
+from clipsearch.warmup import WarmingFetcher, WarmingSearchApi, Warmup
+from tests.unit.test_settings_and_naming import BASE
+
+DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
 
 
 class Step:
@@ -41,9 +49,7 @@ class Api:
         self.calls: list[str] = []
         self.error = error
 
-    def search(
-        self, query: Any, image: bytes, deadline: float, before_send: Any = None
-    ) -> list[str]:
+    def search(self, query: Any, image: bytes, deadline: float, before_send: Any = None) -> list:
         self.calls.append("search")
         self.asked.set()
         self.answer.wait(10)
@@ -60,14 +66,25 @@ class Api:
         return nullcontext("stream")
 
 
-def search_on_a_thread(
-    api: WarmingSearchApi, deadline_s: float = 30
-) -> tuple[threading.Thread, list[Any]]:
+class Fetcher:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def prefetch(self, query: Any, deadline: float, spend: Any = None) -> str:
+        self.calls.append("prefetch")
+        return "lookup"
+
+    def fetch(self, query: Any, hits: list, deadline: float, spend: Any = None, lookup: Any = None):
+        self.calls.append(f"fetch {hits} {lookup}")
+        return ["clip"]
+
+
+def on_a_thread(call: Any) -> tuple[threading.Thread, list[Any]]:
     result: list[Any] = []
 
     def run() -> None:
         try:
-            result.append(api.search("query", b"image", time.monotonic() + deadline_s))
+            result.append(call())
         except Exception as error:
             result.append(error)
 
@@ -76,46 +93,77 @@ def search_on_a_thread(
     return thread, result
 
 
+def soon(seconds: float = 30) -> float:
+    return time.monotonic() + seconds
+
+
 def test_the_warm_up_runs_on_its_own_thread_while_the_search_is_in_flight():
     step = Step()
     api = Api()
-    searcher, result = search_on_a_thread(WarmingSearchApi(api, Warmup([step])))
+    warming = WarmingSearchApi(api, Warmup([step]))
+    searcher, result = on_a_thread(lambda: warming.search("query", b"image", soon()))
     # Both under way at once: the step is running while the search waits for its answer.
     assert step.entered.wait(10)
     assert api.asked.wait(10)
     assert result == []
     assert step.threads == ["warmup"]
-    step.release.set()
     api.answer.set()
     searcher.join(10)
-    assert result == [["hit"]]
+    assert result == [["hit"]]  # the search does not wait for the warm-up
+    assert not step.done.is_set()
+    step.release.set()
 
 
-def test_the_search_returns_only_once_the_warm_up_is_done():
+def test_the_fetch_waits_for_the_warm_up_and_then_fetches():
+    step = Step()
+    api, fetcher = Api(), Fetcher()
+    api.answer.set()  # the search answers at once, as the local stand-in does
+    warmup = Warmup([step])
+    assert WarmingSearchApi(api, warmup).search("query", b"image", soon()) == ["hit"]
+    warming = WarmingFetcher(fetcher, warmup)
+    assert warming.prefetch("query", soon()) == "lookup"  # never waits
+    fetching, result = on_a_thread(lambda: warming.fetch("query", ["hit"], soon(), None, "lk"))
+    fetching.join(0.3)
+    assert fetching.is_alive()
+    assert fetcher.calls == ["prefetch"]
+    step.release.set()
+    fetching.join(10)
+    assert step.done.is_set()
+    assert result == [["clip"]]
+    assert fetcher.calls == ["prefetch", "fetch ['hit'] lk"]
+
+
+def test_a_fetch_without_a_search_does_not_wait():
+    step = Step()
+    fetcher = Fetcher()
+    assert WarmingFetcher(fetcher, Warmup([step])).fetch("query", ["hit"], soon()) == ["clip"]
+    assert not step.entered.is_set()  # hits stored by an earlier attempt: nothing to warm
+
+
+@pytest.mark.parametrize(("deadline_s", "max_wait_s"), [(0.3, 30), (30, 0.3)])
+def test_the_wait_ends_at_the_deadline_or_the_cap(deadline_s: float, max_wait_s: float):
     step = Step()
     api = Api()
-    api.answer.set()  # the search answers at once, as the local stand-in does
-    searcher, result = search_on_a_thread(WarmingSearchApi(api, Warmup([step])))
-    searcher.join(0.3)
-    assert searcher.is_alive()
-    assert result == []
+    api.answer.set()
+    warmup = Warmup([step], max_wait_s=max_wait_s)
+    WarmingSearchApi(api, warmup).search("query", b"image", soon())
+    started = time.monotonic()
+    result = WarmingFetcher(Fetcher(), warmup).fetch("query", ["hit"], soon(deadline_s))
+    assert result == ["clip"]
+    assert time.monotonic() - started < 5
+    assert not step.done.is_set()  # the fetch did not wait for the rest of the warm-up
     step.release.set()
-    searcher.join(10)
-    assert step.done.is_set()
-    assert result == [["hit"]]
 
 
-def test_a_failed_search_waits_for_the_warm_up_too_and_raises_its_own_error():
+def test_a_failed_search_raises_its_own_error_without_waiting():
     step = Step()
     api = Api(error=TimeoutError("search timed out"))
     api.answer.set()
-    searcher, result = search_on_a_thread(WarmingSearchApi(api, Warmup([step])))
-    searcher.join(0.3)
-    assert searcher.is_alive()
+    with pytest.raises(TimeoutError, match="search timed out"):
+        WarmingSearchApi(api, Warmup([step])).search("query", b"image", soon())
+    assert step.entered.wait(10)
+    assert not step.done.is_set()
     step.release.set()
-    searcher.join(10)
-    assert len(result) == 1
-    assert isinstance(result[0], TimeoutError)
 
 
 def test_the_warm_up_runs_once_and_a_failed_step_does_not_stop_the_next():
@@ -124,34 +172,48 @@ def test_the_warm_up_runs_once_and_a_failed_step_does_not_stop_the_next():
         step.release.set()
     api = Api()
     api.answer.set()
-    warming = WarmingSearchApi(api, Warmup([failing, after]))
+    warmup = Warmup([failing, after])
+    warming, fetcher = WarmingSearchApi(api, warmup), WarmingFetcher(Fetcher(), warmup)
     for _ in range(3):
-        assert warming.search("query", b"image", time.monotonic() + 30) == ["hit"]
+        assert warming.search("query", b"image", soon()) == ["hit"]
+        assert fetcher.fetch("query", ["hit"], soon()) == ["clip"]
     assert failing.threads == ["warmup"]
     assert after.threads == ["warmup"]
     assert api.calls == ["search"] * 3
 
 
-def test_the_wait_ends_at_the_events_deadline():
+def test_a_thread_that_cannot_start_leaves_the_work_to_its_users_and_is_tried_again(
+    monkeypatch: pytest.MonkeyPatch,
+):
     step = Step()
+    step.release.set()
     api = Api()
     api.answer.set()
-    started = time.monotonic()
-    searcher, result = search_on_a_thread(WarmingSearchApi(api, Warmup([step])), deadline_s=0.3)
-    searcher.join(10)
-    assert not searcher.is_alive()
-    assert result == [["hit"]]
-    assert time.monotonic() - started < 5
-    assert not step.done.is_set()  # the search did not wait for the rest of the warm-up
-    step.release.set()
+    warmup = Warmup([step])
+    warming, fetcher = WarmingSearchApi(api, warmup), WarmingFetcher(Fetcher(), warmup)
+    real_start = threading.Thread.start
+
+    def refuse(thread: threading.Thread) -> None:
+        if thread.name == "warmup":
+            raise RuntimeError("can't start new thread")
+        real_start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse)
+    assert warming.search("query", b"image", soon()) == ["hit"]
+    assert fetcher.fetch("query", ["hit"], soon()) == ["clip"]  # neither raises nor waits
+    assert step.threads == []
+    monkeypatch.setattr(threading.Thread, "start", real_start)
+    assert warming.search("query", b"image", soon()) == ["hit"]
+    assert fetcher.fetch("query", ["hit"], soon()) == ["clip"]
+    assert step.threads == ["warmup"]
 
 
 def test_the_other_calls_pass_through_without_starting_the_warm_up():
     step = Step()
     api = Api()
     warming = WarmingSearchApi(api, Warmup([step]))
-    assert warming.video_metadata("VI-1", "u", time.monotonic() + 30) == "metadata"
-    with warming.open_download("source", time.monotonic() + 30) as stream:
+    assert warming.video_metadata("VI-1", "u", soon()) == "metadata"
+    with warming.open_download("source", soon()) as stream:
         assert stream == "stream"
     assert api.calls == ["metadata VI-1 u", "download source"]
     assert not step.entered.is_set()
@@ -161,12 +223,71 @@ def test_the_other_calls_pass_through_without_starting_the_warm_up():
 def test_concurrent_first_searches_share_one_warm_up(searches: int):
     step = Step()
     api = Api()
-    warming = WarmingSearchApi(api, Warmup([step]))
-    running = [search_on_a_thread(warming) for _ in range(searches)]
+    warmup = Warmup([step])
+    warming, fetcher = WarmingSearchApi(api, warmup), WarmingFetcher(Fetcher(), warmup)
+    running = [
+        on_a_thread(
+            lambda: (warming.search("query", b"image", soon()), fetcher.fetch("q", [], soon()))
+        )
+        for _ in range(searches)
+    ]
     assert step.entered.wait(10)
     api.answer.set()
     step.release.set()
     for thread, result in running:
         thread.join(10)
-        assert result == [["hit"]]
+        assert result == [(["hit"], ["clip"])]
     assert step.threads == ["warmup"]
+
+
+# The composition root's wiring, in a new interpreter (the engine not yet imported): the
+# search starts loading the engine and building the publisher; the fetch finds both ready.
+WIRING = """
+import json, sys, threading, time
+from clipsearch.adapters.pubsub import LazyPublisher
+from clipsearch.bootstrap import with_warmup
+from clipsearch.settings import Settings
+
+built = []
+publisher = LazyPublisher(lambda: built.append(threading.current_thread().name) or object())
+seen = {}
+
+class Api:
+    def search(self, query, image, deadline, before_send=None):
+        return ["hit"]
+
+class Fetcher:
+    def prefetch(self, query, deadline, spend=None):
+        return None
+    def fetch(self, query, hits, deadline, spend=None, lookup=None):
+        seen["engine_at_fetch"] = "clipsearch.clipping.cutter" in sys.modules
+        seen["built_at_fetch"] = list(built)
+        return []
+
+api, fetcher = with_warmup(Settings.from_env(json.loads(sys.argv[1])), Api(), Fetcher(), publisher)
+seen["engine_before_search"] = "clipsearch.clipping.cutter" in sys.modules
+api.search("query", b"image", time.monotonic() + 60)
+fetcher.fetch("query", ["hit"], time.monotonic() + 60)
+print(json.dumps(seen))
+"""
+
+
+@pytest.mark.parametrize(("mode", "engine"), [("clip", True), ("copy", False)])
+def test_the_composition_root_prepares_the_engine_and_the_publisher_during_the_first_search(
+    mode: str, engine: bool
+):
+    env = {**BASE, "CLIPSEARCH_FETCH_MODE": mode}
+    done = subprocess.run(
+        [sys.executable, "-c", WIRING, json.dumps(env)],
+        cwd=DEPLOY,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+        "engine_before_search": False,
+        "engine_at_fetch": engine,  # loaded in clip mode only
+        "built_at_fetch": ["warmup"],
+    }

@@ -23,7 +23,7 @@ from clipsearch.ratelimit import RateLimiter
 from clipsearch.retry import RetryPolicy
 from clipsearch.service import ClipSearchService
 from clipsearch.settings import FetchMode, Settings
-from clipsearch.warmup import WarmingSearchApi, Warmup, importer
+from clipsearch.warmup import WarmingFetcher, WarmingSearchApi, Warmup, importer
 
 
 def project_of(topic: str) -> str:
@@ -42,14 +42,11 @@ def build_service(
 ) -> ClipSearchService:
     logger = logger or logging.getLogger("clipsearch")
     project = project_of(settings.results_topic)
-    # Needed only once the search has answered: prepared while the first search is in flight.
-    warmup_steps: list[Callable[[], None]] = []
     if settings.fetch_mode is FetchMode.CLIP:
         tune_process()
-        warmup_steps.append(importer(ENGINE_MODULES))
+    lazy: LazyPublisher | None = None
     if publisher is None:
         publisher = lazy = LazyPublisher()
-        warmup_steps.append(lazy.prepare)
     storage_client = storage_client or storage.Client(project=project)
     vendor: HttpSearchApi | None = None
     if api is None:
@@ -65,10 +62,11 @@ def build_service(
         download=download,
         logger=logger,
     )
+    searches, fetcher = with_warmup(settings, api, fetcher, lazy)
     return ClipSearchService(
         settings,
         images=GcsImageReader(storage_client),
-        api=WarmingSearchApi(api, Warmup(warmup_steps)) if warmup_steps else api,
+        api=searches,
         fetcher=fetcher,
         results=results,
         publisher=publisher,
@@ -81,6 +79,23 @@ def build_service(
         ),
         logger=logger,
     )
+
+
+def with_warmup(
+    settings: Settings, api: SearchApi, fetcher: Fetcher, publisher: LazyPublisher | None
+) -> tuple[SearchApi, Fetcher]:
+    """The search and fetch the service uses: what the first event needs only once its search
+    has answered (the engine in clip mode, then the Pub/Sub client when we build it) is
+    prepared while that search is in flight, and the first fetch waits for it."""
+    steps: list[Callable[[], None]] = []
+    if settings.fetch_mode is FetchMode.CLIP:
+        steps.append(importer(ENGINE_MODULES))
+    if publisher is not None:
+        steps.append(publisher.prepare)
+    if not steps:
+        return api, fetcher
+    warmup = Warmup(steps)
+    return WarmingSearchApi(api, warmup), WarmingFetcher(fetcher, warmup)
 
 
 def _vendor_api(settings: Settings, logger: logging.Logger) -> HttpSearchApi:

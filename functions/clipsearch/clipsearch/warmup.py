@@ -1,11 +1,11 @@
 """What the first event needs only once its search has answered (the clip engine's imports,
 the Pub/Sub client), prepared on a thread of its own while that search waits on the network.
 
-The first search returns only when the warm-up is done. Run beside the event's own work
-(reading the image, cutting, talking to Cloud Storage), the warm-up would compete with it for
-the interpreter and cost more CPU than it saves (docs/benchmarks.md, "Cold start"); beside a
-network wait it is free, and against the vendor's search, which takes seconds, it is all
-hidden.
+The warm-up starts when the first search leaves, and the first fetch waits for it, after the
+search's answer is stored. Run beside the event's own work (cutting, talking to Cloud
+Storage), the warm-up would compete with it for the interpreter and cost more CPU than it
+saves (docs/benchmarks.md, "Cold start"); beside a network wait it is free, and against the
+vendor's search, which takes seconds, it is all hidden.
 """
 
 from __future__ import annotations
@@ -17,8 +17,13 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 
-from clipsearch.model import DownloadStream, Hit, Query, SourceVideo, VideoMetadata
-from clipsearch.ports import SearchApi
+from clipsearch.model import ClipResult, DownloadStream, Hit, Query, SourceVideo, VideoMetadata
+from clipsearch.ports import Fetcher, MetadataLookup, SearchApi
+from clipsearch.spend import VendorSpend
+
+# A step that takes longer (a stalled credentials look-up, say) is left to finish beside the
+# event; its own user waits for what it needs.
+MAX_WAIT_S = 10.0
 
 
 def importer(modules: Iterable[str]) -> Callable[[], None]:
@@ -38,23 +43,32 @@ class Warmup:
     """Steps run once, in order, on one thread; a step that raises does not stop the next
     (each step's own user meets its failure)."""
 
-    def __init__(self, steps: Sequence[Callable[[], None]]) -> None:
+    def __init__(self, steps: Sequence[Callable[[], None]], max_wait_s: float = MAX_WAIT_S):
         self._steps = tuple(steps)
+        self._max_wait_s = max_wait_s
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
+        """Start the steps unless they were; a thread that cannot start leaves each step's
+        work to its user, and the next call tries again."""
         with self._lock:
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="warmup", daemon=True)
-                self._thread.start()
+            if self._thread is not None:
+                return
+            thread = threading.Thread(target=self._run, name="warmup", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:
+                return
+            self._thread = thread
 
     def wait(self, deadline: float) -> None:
-        """Until the steps are done or the deadline (time.monotonic) passes."""
+        """Until the steps are done, `max_wait_s` has passed or the deadline (time.monotonic)
+        has; at once when they were never started."""
         with self._lock:
             thread = self._thread
         if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
+            thread.join(max(0.0, min(self._max_wait_s, deadline - time.monotonic())))
 
     def _run(self) -> None:
         for step in self._steps:
@@ -63,8 +77,7 @@ class Warmup:
 
 
 class WarmingSearchApi:
-    """A SearchApi whose searches start the warm-up as they leave and return once it is done
-    (or the event's deadline passes), whatever the search's own result."""
+    """A SearchApi whose searches start the warm-up as they leave."""
 
     def __init__(self, api: SearchApi, warmup: Warmup) -> None:
         self._api = api
@@ -78,10 +91,7 @@ class WarmingSearchApi:
         before_send: Callable[[], None] | None = None,
     ) -> list[Hit]:
         self._warmup.start()
-        try:
-            return self._api.search(query, image, deadline, before_send)
-        finally:
-            self._warmup.wait(deadline)
+        return self._api.search(query, image, deadline, before_send)
 
     def video_metadata(self, video_no: str, unique_id: str, deadline: float) -> VideoMetadata:
         return self._api.video_metadata(video_no, unique_id, deadline)
@@ -90,3 +100,27 @@ class WarmingSearchApi:
         self, source: SourceVideo, deadline: float
     ) -> AbstractContextManager[DownloadStream]:
         return self._api.open_download(source, deadline)
+
+
+class WarmingFetcher:
+    """A Fetcher whose fetches wait for the warm-up first."""
+
+    def __init__(self, fetcher: Fetcher, warmup: Warmup) -> None:
+        self._fetcher = fetcher
+        self._warmup = warmup
+
+    def prefetch(
+        self, query: Query, deadline: float, spend: VendorSpend | None = None
+    ) -> MetadataLookup | None:
+        return self._fetcher.prefetch(query, deadline, spend)
+
+    def fetch(
+        self,
+        query: Query,
+        hits: list[Hit],
+        deadline: float,
+        spend: VendorSpend | None = None,
+        lookup: MetadataLookup | None = None,
+    ) -> list[ClipResult]:
+        self._warmup.wait(deadline)
+        return self._fetcher.fetch(query, hits, deadline, spend, lookup)
