@@ -18,7 +18,6 @@ import argparse
 import compileall
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,6 +34,7 @@ from bench.coldstart import (
     extract_tree,
     function_env,
     new_query,
+    summary,
 )
 from clipsearch_dev.media import make_video
 from clipsearch_dev.stack import FUNCTION_ROOT, FUNCTION_TARGET, LocalStack, StackOptions
@@ -121,11 +121,8 @@ def render(rows: list[dict[str, Any]], variants: list[Variant], note: str) -> st
     ]
     for variant in variants:
         mine = [r for r in rows if r["variant"] == variant.label]
-        cells = []
-        for key, _ in MEASURES:
-            ordered = sorted(r[key] * 1000 for r in mine)
-            p90 = ordered[round(0.9 * (len(ordered) - 1))]
-            cells.append(f"{statistics.median(ordered):.0f} / {p90:.0f}")
+        stats = [summary([r[key] for r in mine]) for key, _ in MEASURES]
+        cells = [f"{s['median_ms']:.0f} / {s['p90_ms']:.0f}" for s in stats]
         lines.append(f"| {variant.label} | " + " | ".join(cells) + f" | {len(mine)} |")
     return "\n".join(lines) + "\n"
 

@@ -4,17 +4,12 @@ is used."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 import threading
-from pathlib import Path
 
 import pytest
 
 from clipsearch.adapters.pubsub import LazyPublisher
-
-DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
+from tests.fresh import run_fresh
 
 
 class Recorder:
@@ -135,16 +130,7 @@ LATER = ("google.cloud.pubsub", "av", "clipsearch.clipping.cutter", "clipsearch.
 
 @pytest.mark.parametrize("prefix", LATER)
 def test_importing_the_function_leaves_what_it_needs_after_its_search_unloaded(prefix: str):
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE % prefix],
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = json.loads(done.stdout.strip().splitlines()[-1])
+    found = run_fresh(PROBE % prefix)
     assert found["storage"]  # the probe saw the function's imports happen
     assert found["loaded"] == []
 
@@ -165,16 +151,7 @@ print(json.dumps({"before": before, "after": "clipsearch.clipping.poster" in sys
 
 
 def test_the_importer_loads_the_modules_and_keeps_a_failure_for_their_use():
-    done = subprocess.run(
-        [sys.executable, "-c", IMPORTER],
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+    assert run_fresh(IMPORTER) == {
         "before": False,
         "after": True,  # the failed import before it did not stop it
         "use": "ModuleNotFoundError",  # the use raises it, as it would without the warm-up

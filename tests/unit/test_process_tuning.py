@@ -4,15 +4,11 @@ backstop behind the engine's own bounds checks holds for every cut, whoever open
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
+from tests.fresh import run_fresh
 from tests.unit.test_settings_and_naming import BASE
-
-DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
 
 # Builds the service as the function does, then asks the libavutil this process maps
 # (the one PyAV links to) for one block just over the cap and one just under it.
@@ -44,13 +40,4 @@ print(json.dumps(granted))
 @pytest.mark.parametrize(("mode", "over_granted"), [("clip", False), ("copy", True)])
 def test_clip_mode_caps_ffmpeg_allocations_for_the_process(mode: str, over_granted: bool):
     env = {**BASE, "CLIPSEARCH_FETCH_MODE": mode}
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE, json.dumps(env)],
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout.splitlines()[-1]) == {"over": over_granted, "under": True}
+    assert run_fresh(PROBE, json.dumps(env)) == {"over": over_granted, "under": True}

@@ -3,26 +3,7 @@ out of later collections; the collector is on again for the events."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
-
-
-def run(code: str) -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", code],
-        check=False,
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
-
+from tests.fresh import run_fresh
 
 IMPORT_MAIN = """
 import gc, json, sys
@@ -38,7 +19,7 @@ print(json.dumps({"enabled": gc.isenabled(), "frozen_before": frozen_before,
 
 
 def test_importing_the_function_collects_nothing_freezes_its_objects_and_leaves_gc_on():
-    found = run(IMPORT_MAIN)
+    found = run_fresh(IMPORT_MAIN)
     assert found["entrypoint"]
     assert found["enabled"]
     assert found["frozen_before"] == 0
@@ -66,7 +47,7 @@ print(json.dumps(seen))
 
 def test_the_block_runs_without_collections_and_the_previous_state_comes_back_even_on_error():
     for disabled in (False, True):
-        assert run(BLOCK % {"disabled": disabled}) == {
+        assert run_fresh(BLOCK % {"disabled": disabled}) == {
             "inside": False,
             "raised": True,
             "after": not disabled,

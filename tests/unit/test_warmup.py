@@ -5,20 +5,16 @@ not run beside the cut."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import threading
 import time
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from clipsearch.warmup import WarmingFetcher, WarmingSearchApi, Warmup
+from tests.fresh import run_fresh
 from tests.unit.test_settings_and_naming import BASE
-
-DEPLOY = Path(__file__).parents[2] / "functions" / "clipsearch"
 
 
 class Step:
@@ -277,16 +273,7 @@ def test_the_composition_root_prepares_the_engine_and_the_publisher_during_the_f
     mode: str, engine: bool
 ):
     env = {**BASE, "CLIPSEARCH_FETCH_MODE": mode}
-    done = subprocess.run(
-        [sys.executable, "-c", WIRING, json.dumps(env)],
-        cwd=DEPLOY,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads(done.stdout.strip().splitlines()[-1]) == {
+    assert run_fresh(WIRING, json.dumps(env)) == {
         "engine_before_search": False,
         "engine_at_fetch": engine,  # loaded in clip mode only
         "built_at_fetch": ["warmup"],

@@ -5,9 +5,7 @@ Each check runs in a fresh interpreter, since this test process has long importe
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from tests.fresh import run_fresh
 
 FORBIDDEN = ("google.cloud", "google.api_core", "requests")
 
@@ -41,15 +39,7 @@ print(json.dumps({{"real_before": real, "modules": names, "blame": blame}}))
 
 
 def probe() -> dict[str, object]:
-    done = subprocess.run(
-        [sys.executable, "-c", PROBE.format(forbidden=FORBIDDEN)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    result: dict[str, object] = json.loads(done.stdout.strip().splitlines()[-1])
+    result: dict[str, object] = run_fresh(PROBE.format(forbidden=FORBIDDEN))
     return result
 
 
