@@ -95,11 +95,15 @@ def wait_for_phase(
             for blob in stack.storage.list_blobs(stack.names.results_bucket, prefix=prefix)
         }
         written = {(stack.names.query_bucket, name, gen) for name, gen in results}
-        if phase == "publish" and written - answered:
+        # Only a query whose delivery is being served now: one waiting for its redelivery
+        # after an earlier kill would still look half done, and the kill would catch nothing.
+        assert stack.bridge is not None
+        serving = {key for key in keys if f"objects/{key[1]}" in stack.bridge.in_flight()}
+        if phase == "publish" and (written - answered) & serving:
             return  # result JSON written, no message seen yet: publishing
         if phase == "fetch":
             searched = {by_base[f] for f in stack.standin.stats.billed_by_file if f in by_base}
-            if searched - written - answered:
+            if (searched - written - answered) & serving:
                 return
         time.sleep(0.01)
 
